@@ -1,0 +1,201 @@
+"""Loading conversations and cutting them into fixed-shape batches for jit.
+
+Input files are JSONL, one record a line, in any of three forms:
+  {"input": ..., "output": ...}          a single-turn conversation (GuppyLM's own data)
+  {"text": ...}                           an already formatted sample
+  {"messages": [{"role", "content"}...]}  a chat; each message becomes one turn
+Anything malformed is an error naming the file, the line and the reason; nothing is skipped.
+
+Batches are dicts of (B, T) int32 arrays: inputs, targets, loss_mask, positions,
+segment_ids. Every batch of a run has the same shape, so the train step compiles once.
+  padded: one conversation per row (as the original), right-padded to T;
+  packed: conversations laid end to end in a row, each with its own segment id and
+          positions from 0, so attention and targets never cross between them.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .tokenizer import format_chat, format_turn
+
+
+class DataError(ValueError):
+    """Input data that cannot be trained on, with the file and line at fault."""
+
+
+def _record_text(record, where: str) -> str:
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    if "messages" in record:
+        messages = record["messages"]
+        if not isinstance(messages, list) or not messages:
+            raise DataError(f"{where}: 'messages' must be a non-empty list")
+        turns = []
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+                raise DataError(f"{where}: messages[{i}] needs string 'role' and 'content'")
+            turns.append(format_turn(m["role"], m["content"]))
+        return "\n".join(turns)
+    if "text" in record:
+        if not isinstance(record["text"], str) or not record["text"]:
+            raise DataError(f"{where}: 'text' must be a non-empty string")
+        return record["text"]
+    if "input" in record or "output" in record:
+        for key in ("input", "output"):
+            if not isinstance(record.get(key), str):
+                raise DataError(f"{where}: missing or non-string field {key!r}")
+        return format_chat(record["input"], record["output"])
+    raise DataError(f"{where}: record has none of 'input'/'output', 'text' or 'messages' "
+                    f"(keys: {', '.join(sorted(record)) or 'none'})")
+
+
+def load_texts(path) -> list[str]:
+    """Every record of a JSONL file as a formatted sample string."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    texts = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
+            texts.append(_record_text(record, where))
+    if not texts:
+        raise DataError(f"{path}: no records (the file is empty)")
+    return texts
+
+
+@dataclass
+class Encoded:
+    samples: list[np.ndarray]  # token ids, one array per conversation
+    truncated: int = 0
+    dropped: int = 0
+
+
+def encode_texts(tok, texts: list[str], max_len: int, overflow: str = "truncate") -> Encoded:
+    """Tokenize; samples longer than max_len tokens are truncated (keeping the start) or dropped."""
+    if overflow not in ("truncate", "drop"):
+        raise ValueError(f"overflow must be 'truncate' or 'drop', got {overflow!r}")
+    out = Encoded([])
+    for enc in tok.encode_batch(texts):
+        ids = np.asarray(enc.ids, np.int32)
+        if len(ids) > max_len:
+            if overflow == "drop":
+                out.dropped += 1
+                continue
+            ids, out.truncated = ids[:max_len], out.truncated + 1
+        if len(ids) >= 2:
+            out.samples.append(ids)
+        else:
+            out.dropped += 1
+    return out
+
+
+def pack_rows(samples: list[np.ndarray], order: np.ndarray, seq_len: int, packed: bool) -> list[list[np.ndarray]]:
+    """Group samples (in `order`) into rows of at most seq_len tokens: one each when not packed."""
+    if not packed:
+        return [[samples[i]] for i in order]
+    rows, row, used = [], [], 0
+    for i in order:
+        n = len(samples[i])
+        if used + n > seq_len and row:
+            rows.append(row)
+            row, used = [], 0
+        row.append(samples[i])
+        used += n
+    if row:
+        rows.append(row)
+    return rows
+
+
+def make_batch(rows: list[list[np.ndarray]], seq_len: int, pad_id: int = 0) -> dict:
+    """Rows of conversations -> the (B, seq_len) arrays. Target t is the next token of the
+    same conversation; targets across a boundary or onto padding are masked out."""
+    B = len(rows)
+    inputs = np.full((B, seq_len), pad_id, np.int32)
+    positions = np.zeros((B, seq_len), np.int32)
+    segments = np.zeros((B, seq_len), np.int32)
+    for b, row in enumerate(rows):
+        at = 0
+        for seg, ids in enumerate(row, start=1):
+            n = min(len(ids), seq_len - at)
+            inputs[b, at:at + n] = ids[:n]
+            positions[b, at:at + n] = np.arange(n)
+            segments[b, at:at + n] = seg
+            at += n
+    targets = np.full_like(inputs, pad_id)
+    targets[:, :-1] = inputs[:, 1:]
+    same = np.zeros_like(segments, dtype=bool)
+    same[:, :-1] = (segments[:, 1:] == segments[:, :-1]) & (segments[:, :-1] > 0)
+    return {"inputs": inputs, "targets": np.where(same, targets, pad_id), "loss_mask": same,
+            "positions": positions, "segment_ids": segments}
+
+
+class Batches:
+    """Endless, deterministic, resumable batches of one fixed shape (batch_size, seq_len).
+
+    Epoch e visits the samples in the order of permutation(seed, e); the last partial batch
+    of an epoch is left out so the shape never changes. `position` is (epoch, index) and
+    can be restored with `seek` to continue exactly where a run stopped.
+    """
+
+    def __init__(self, samples: list[np.ndarray], batch_size: int, seq_len: int, packed: bool,
+                 seed: int = 0, pad_id: int = 0, shuffle: bool = True):
+        if not samples:
+            raise DataError("no samples to batch")
+        self.samples, self.batch_size, self.seq_len = samples, batch_size, seq_len
+        self.packed, self.seed, self.pad_id, self.shuffle = packed, seed, pad_id, shuffle
+        self._epoch_rows: tuple[int, list] | None = None
+        self.epoch, self.index = 0, 0
+        if self.batches_per_epoch(0) == 0:
+            raise DataError(f"batch size {batch_size} is larger than the data: "
+                            f"{len(self._rows(0))} rows of {seq_len} tokens "
+                            f"from {len(samples)} samples ({'packed' if packed else 'padded'})")
+
+    def _rows(self, epoch: int) -> list:
+        if self._epoch_rows is None or self._epoch_rows[0] != epoch:
+            n = len(self.samples)
+            order = (np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle
+                     else np.arange(n))
+            self._epoch_rows = (epoch, pack_rows(self.samples, order, self.seq_len, self.packed))
+        return self._epoch_rows[1]
+
+    def batches_per_epoch(self, epoch: int | None = None) -> int:
+        return len(self._rows(self.epoch if epoch is None else epoch)) // self.batch_size
+
+    @property
+    def position(self) -> dict:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def seek(self, position: dict) -> None:
+        self.epoch, self.index = int(position["epoch"]), int(position["index"])
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        if self.index >= self.batches_per_epoch():
+            self.epoch, self.index = self.epoch + 1, 0
+        rows = self._rows(self.epoch)[self.index * self.batch_size:(self.index + 1) * self.batch_size]
+        self.index += 1
+        return make_batch(rows, self.seq_len, self.pad_id)
+
+    def one_pass(self):
+        """Every full batch of the current order once (for evaluation), without moving position."""
+        rows = self._rows(self.epoch)
+        for i in range(len(rows) // self.batch_size):
+            yield make_batch(rows[i * self.batch_size:(i + 1) * self.batch_size], self.seq_len, self.pad_id)
+
+
+def non_pad_share(batch: dict) -> float:
+    """Share of the batch's slots that hold a real token."""
+    return float((batch["segment_ids"] > 0).mean())

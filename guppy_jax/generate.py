@@ -1,0 +1,138 @@
+"""Sampling from GuppyLM: a jit-compiled loop over a fixed-size key/value cache.
+
+Prompts are left-padded into a fixed (B, prompt_len) buffer: pad slots get segment id
+0 and real tokens segment 1, so a prompt never attends to its padding, and each real
+token gets position = its index in its own prompt (as if it were alone). The first
+call runs the whole buffer once (prefill); each new token then costs one position.
+Temperature, top-k and top-p are traced values, so changing them does not recompile;
+the shapes (batch, prompt_len, max_new_tokens) decide the one compilation.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .config import ModelConfig
+from .model import GuppyLM
+
+
+def left_pad(prompts: list[list[int]], prompt_len: int, pad_id: int):
+    """Token lists -> (tokens_BT, positions_BT, segment_ids_BT) numpy arrays, each row's
+    prompt right-aligned. Prompts longer than prompt_len keep their last prompt_len tokens."""
+    B = len(prompts)
+    tokens = np.full((B, prompt_len), pad_id, np.int32)
+    positions = np.zeros((B, prompt_len), np.int32)
+    segments = np.zeros((B, prompt_len), np.int32)
+    for b, ids in enumerate(prompts):
+        ids = list(ids)[-prompt_len:]
+        if not ids:
+            raise ValueError(f"prompt {b} is empty")
+        n = len(ids)
+        tokens[b, prompt_len - n:] = ids
+        positions[b, prompt_len - n:] = np.arange(n)
+        segments[b, prompt_len - n:] = 1
+    return tokens, positions, segments
+
+
+def sample_logits(logits_BV, rng, temperature, top_k, top_p):
+    """One token per row. temperature 0 is greedy; top_k 0 and top_p 1 switch those filters off."""
+    greedy_B = jnp.argmax(logits_BV, axis=-1)
+    scaled_BV = logits_BV / jnp.maximum(temperature, 1e-6)
+    sorted_BV = jnp.sort(scaled_BV, axis=-1)[:, ::-1]
+    V = logits_BV.shape[-1]
+    k = jnp.where(top_k > 0, jnp.minimum(top_k, V), V)
+    kth_B1 = jnp.take(sorted_BV, k - 1, axis=-1)[:, None]
+    # top-p: keep the smallest prefix of the sorted tokens whose probability reaches top_p
+    probs_BV = jax.nn.softmax(sorted_BV, axis=-1)
+    before_BV = jnp.cumsum(probs_BV, axis=-1) - probs_BV
+    n_keep_B = jnp.maximum((before_BV < top_p).sum(axis=-1), 1)
+    pth_B1 = jnp.take_along_axis(sorted_BV, n_keep_B[:, None] - 1, axis=-1)
+    floor_B1 = jnp.maximum(kth_B1, pth_B1)
+    filtered_BV = jnp.where(scaled_BV < floor_B1, -jnp.inf, scaled_BV)
+    sampled_B = jax.random.categorical(rng, filtered_BV, axis=-1)
+    return jnp.where(temperature <= 0, greedy_B, sampled_B).astype(jnp.int32)
+
+
+def init_cache(cfg: ModelConfig, batch_size: int):
+    """An all-zero cache for `batch_size` rows of `cfg.max_seq_len` slots."""
+    shapes = jax.eval_shape(
+        lambda: GuppyLM(cfg).init(jax.random.key(0), jnp.zeros((batch_size, 1), jnp.int32),
+                                  jnp.zeros((batch_size, 1), jnp.int32), decode=True)["cache"])
+    return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
+@partial(jax.jit, static_argnames=("cfg", "max_new_tokens"))
+def generate_cached(params, tokens_BT, positions_BT, segment_ids_BT, rng, temperature=0.7,
+                    top_k=50, top_p=1.0, *, cfg: ModelConfig, max_new_tokens: int):
+    """New tokens (B, max_new_tokens) and how many each row made before stopping.
+
+    Rows that emit eos stop (eos included in their count); later slots hold pad_id.
+    """
+    B, P = tokens_BT.shape
+    if P + max_new_tokens > cfg.max_seq_len:
+        raise ValueError(f"prompt_len {P} + max_new_tokens {max_new_tokens} exceeds the "
+                         f"{cfg.max_seq_len}-token context")
+    model = GuppyLM(cfg)
+    logits_BTV, mut = model.apply({"params": params, "cache": init_cache(cfg, B)}, tokens_BT,
+                                  positions_BT, segment_ids_BT, decode=True, mutable=["cache"])
+    next_pos_B = positions_BT[:, -1] + 1
+    first_B = sample_logits(logits_BTV[:, -1], jax.random.fold_in(rng, 0), temperature, top_k, top_p)
+    out_BN = jnp.full((B, max_new_tokens), cfg.pad_id, jnp.int32).at[:, 0].set(first_B)
+
+    def cond(carry):
+        i, _, _, done_B, _ = carry
+        return (i < max_new_tokens) & ~done_B.all()
+
+    def body(carry):
+        i, cache, out_BN, done_B, last_B = carry
+        logits_B1V, mut = model.apply(
+            {"params": params, "cache": cache}, last_B[:, None], (next_pos_B + i - 1)[:, None],
+            jnp.ones((B, 1), jnp.int32), decode=True, mutable=["cache"])
+        tok_B = sample_logits(logits_B1V[:, 0], jax.random.fold_in(rng, i), temperature, top_k, top_p)
+        tok_B = jnp.where(done_B, cfg.pad_id, tok_B)
+        out_BN = out_BN.at[:, i].set(tok_B)
+        return i + 1, mut["cache"], out_BN, done_B | (tok_B == cfg.eos_id), tok_B
+
+    init = (jnp.array(1), mut["cache"], out_BN, first_B == cfg.eos_id, first_B)
+    _, _, out_BN, _, _ = jax.lax.while_loop(cond, body, init)
+    is_eos_BN = out_BN == cfg.eos_id
+    first_eos_B = jnp.where(is_eos_BN.any(axis=1), jnp.argmax(is_eos_BN, axis=1), max_new_tokens - 1)
+    return out_BN, first_eos_B + 1
+
+
+def generate(cfg: ModelConfig, params, prompts: list[list[int]], rng=None, *, max_new_tokens=64,
+             temperature=0.7, top_k=50, top_p=1.0, prompt_len=None) -> list[list[int]]:
+    """Sample continuations of several prompts; returns each row's new tokens, up to and
+    including eos. prompt_len defaults to the context left after max_new_tokens."""
+    prompt_len = prompt_len or cfg.max_seq_len - max_new_tokens
+    if prompt_len < 1:
+        raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the "
+                         f"{cfg.max_seq_len}-token context")
+    tokens, positions, segments = left_pad(prompts, prompt_len, cfg.pad_id)
+    rng = jax.random.key(0) if rng is None else rng
+    out, counts = generate_cached(params, tokens, positions, segments, rng, temperature, top_k, top_p,
+                                  cfg=cfg, max_new_tokens=max_new_tokens)
+    out, counts = np.asarray(out), np.asarray(counts)
+    return [out[b, :counts[b]].tolist() for b in range(len(prompts))]
+
+
+def greedy_uncached(cfg: ModelConfig, params, prompt: list[int], max_new_tokens: int) -> list[int]:
+    """Greedy decoding that re-runs the whole sequence per token, like the original (for tests).
+
+    The window is right-padded to max_seq_len so that one compilation serves every length;
+    causal attention keeps the padding from reaching the real positions.
+    """
+    forward = jax.jit(lambda p, t: GuppyLM(cfg).apply({"params": p}, t))
+    ids = list(prompt)
+    for _ in range(max_new_tokens):
+        window = ids[-cfg.max_seq_len:]
+        padded = np.full((1, cfg.max_seq_len), cfg.pad_id, np.int32)
+        padded[0, :len(window)] = window
+        next_id = int(jnp.argmax(forward(params, padded)[0, len(window) - 1]))
+        ids.append(next_id)
+        if next_id == cfg.eos_id:
+            break
+    return ids[len(prompt):]

@@ -1,0 +1,169 @@
+"""GuppyLM in Flax Linen: a pre-norm decoder-only transformer with a tied LM head.
+
+Read it beside reference_torch/model.py: the sections come in the same order
+(Attention, FFN, Block, GuppyLM) and compute the same thing. Parameters are plain
+data (a pytree) made by `GuppyLM(cfg).init(...)`; the forward pass is the pure
+function `GuppyLM(cfg).apply({'params': params}, tokens_BT, ...)`.
+
+Shape suffixes: B batch, T query length, S key length (T, or the cache size when
+decoding), D d_model, H heads, K head dim, F ffn hidden, V vocab.
+
+Optional extras beyond the original, all off by default:
+- `positions_BT` / `segment_ids_BT`: several conversations packed in one row attend
+  only within themselves (a query sees a key iff key slot <= query slot and both
+  have the same segment id).
+- `decode=True`: a fixed-size key/value cache in the 'cache' collection, so that
+  generation costs one position per new token.
+- intermediates: attention probabilities, attention outputs and block outputs are
+  sown into the 'intermediates' collection (`mutable=['intermediates']`).
+"""
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from .config import ModelConfig
+
+normal_init = nn.initializers.normal(stddev=0.02)  # every weight N(0, 0.02); biases zero
+
+
+def dense(features: int, name: str, dtype) -> nn.Dense:
+    return nn.Dense(features, kernel_init=normal_init, bias_init=nn.initializers.zeros,
+                    dtype=dtype, name=name)
+
+
+def layer_norm(name: str, dtype) -> nn.LayerNorm:
+    # PyTorch's LayerNorm: eps 1e-5, variance as mean((x - mean)^2), not E[x^2] - E[x]^2.
+    return nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, dtype=dtype, name=name)
+
+
+# ----------------------------------------------------------------------------- Attention
+class Attention(nn.Module):
+    cfg: ModelConfig
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_BTD, segment_ids_BT, deterministic: bool, decode: bool = False):
+        cfg = self.cfg
+        B, T, D = x_BTD.shape
+        H, K = cfg.n_heads, cfg.head_dim
+        qkv_BT3HK = dense(3 * D, "qkv", self.dtype)(x_BTD).reshape(B, T, 3, H, K)
+        q_BTHK, k_BTHK, v_BTHK = qkv_BT3HK[:, :, 0], qkv_BT3HK[:, :, 1], qkv_BT3HK[:, :, 2]
+
+        q_slot_T = jnp.arange(T)
+        seg_k_BS = segment_ids_BT
+        if decode:  # write this step's keys/values into the cache, attend over all of it
+            S = cfg.max_seq_len
+            ck = self.variable("cache", "k", jnp.zeros, (B, S, H, K), k_BTHK.dtype)
+            cv = self.variable("cache", "v", jnp.zeros, (B, S, H, K), v_BTHK.dtype)
+            cseg = self.variable("cache", "segment_ids", jnp.zeros, (B, S), jnp.int32)
+            cidx = self.variable("cache", "index", lambda: jnp.array(0, jnp.int32))
+            start = cidx.value
+            ck.value = jax.lax.dynamic_update_slice(ck.value, k_BTHK, (0, start, 0, 0))
+            cv.value = jax.lax.dynamic_update_slice(cv.value, v_BTHK, (0, start, 0, 0))
+            cseg.value = jax.lax.dynamic_update_slice(
+                cseg.value, segment_ids_BT.astype(jnp.int32), (0, start))
+            cidx.value = start + T
+            k_BTHK, v_BTHK, seg_k_BS = ck.value, cv.value, cseg.value
+            q_slot_T = start + q_slot_T
+        S = k_BTHK.shape[1]
+
+        scores_BHTS = jnp.einsum("bthk,bshk->bhts", q_BTHK, k_BTHK) / math.sqrt(K)
+        causal_TS = jnp.arange(S)[None, :] <= q_slot_T[:, None]
+        same_seg_BTS = segment_ids_BT[:, :, None] == seg_k_BS[:, None, :]
+        mask_BHTS = (causal_TS[None] & same_seg_BTS)[:, None]
+        softmax_dtype = jnp.promote_types(self.dtype, jnp.float32)  # never softmax in half precision
+        scores_BHTS = jnp.where(mask_BHTS, scores_BHTS.astype(softmax_dtype), -jnp.inf)
+        probs_BHTS = jax.nn.softmax(scores_BHTS, axis=-1)
+        self.sow("intermediates", "attn_probs", probs_BHTS)
+        probs_BHTS = nn.Dropout(cfg.dropout)(probs_BHTS, deterministic=deterministic)
+
+        y_BTHK = jnp.einsum("bhts,bshk->bthk", probs_BHTS.astype(v_BTHK.dtype), v_BTHK)
+        out_BTD = dense(D, "out", self.dtype)(y_BTHK.reshape(B, T, D))
+        self.sow("intermediates", "attn_out", out_BTD)
+        return out_BTD
+
+
+# ----------------------------------------------------------------------------- FFN
+class FFN(nn.Module):
+    cfg: ModelConfig
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_BTD, deterministic: bool):
+        h_BTF = nn.relu(dense(self.cfg.ffn_hidden, "up", self.dtype)(x_BTD))
+        out_BTD = dense(self.cfg.d_model, "down", self.dtype)(h_BTF)
+        return nn.Dropout(self.cfg.dropout)(out_BTD, deterministic=deterministic)
+
+
+# ----------------------------------------------------------------------------- Block
+class Block(nn.Module):
+    cfg: ModelConfig
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x_BTD, segment_ids_BT, deterministic: bool, decode: bool = False):
+        h_BTD = layer_norm("norm1", self.dtype)(x_BTD)
+        x_BTD = x_BTD + Attention(self.cfg, self.dtype, name="attn")(
+            h_BTD, segment_ids_BT, deterministic, decode)
+        h_BTD = layer_norm("norm2", self.dtype)(x_BTD)
+        x_BTD = x_BTD + FFN(self.cfg, self.dtype, name="ffn")(h_BTD, deterministic)
+        self.sow("intermediates", "block_out", x_BTD)
+        return x_BTD
+
+
+# ----------------------------------------------------------------------------- GuppyLM
+class GuppyLM(nn.Module):
+    cfg: ModelConfig
+    dtype: jnp.dtype = jnp.float32  # compute dtype; params stay float32
+
+    @nn.compact
+    def __call__(self, tokens_BT, positions_BT=None, segment_ids_BT=None,
+                 deterministic: bool = True, decode: bool = False):
+        cfg = self.cfg
+        B, T = tokens_BT.shape
+        if positions_BT is None:
+            if decode:
+                raise ValueError("decode=True needs explicit positions_BT (the cache slot of each token)")
+            positions_BT = jnp.broadcast_to(jnp.arange(T), (B, T))
+        if segment_ids_BT is None:
+            segment_ids_BT = jnp.ones((B, T), jnp.int32)
+
+        tok_emb = nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=normal_init,
+                           dtype=self.dtype, name="tok_emb")
+        pos_emb = nn.Embed(cfg.max_seq_len, cfg.d_model, embedding_init=normal_init,
+                           dtype=self.dtype, name="pos_emb")
+        x_BTD = tok_emb(tokens_BT) + pos_emb(positions_BT)
+        x_BTD = nn.Dropout(cfg.dropout)(x_BTD, deterministic=deterministic)
+        for i in range(cfg.n_layers):
+            x_BTD = Block(cfg, self.dtype, name=f"blocks_{i}")(
+                x_BTD, segment_ids_BT, deterministic, decode)
+        x_BTD = layer_norm("norm", self.dtype)(x_BTD)
+        logits_BTV = tok_emb.attend(x_BTD)  # tied head: x @ tok_emb.T, no bias
+        return logits_BTV.astype(jnp.promote_types(self.dtype, jnp.float32))
+
+
+def init_params(cfg: ModelConfig, rng: jax.Array) -> dict:
+    """A fresh params pytree: every weight N(0, 0.02), biases zero, LayerNorms (1, 0)."""
+    dummy_BT = jnp.zeros((1, cfg.max_seq_len), jnp.int32)
+    return GuppyLM(cfg).init(rng, dummy_BT)["params"]
+
+
+def forward_with_intermediates(cfg: ModelConfig, params: dict, tokens_BT, dtype=jnp.float32, **kwargs):
+    """Logits plus every layer's attention probs, attention output and block output.
+
+    Returns (logits_BTV, {"blocks.{i}.attn_probs": ..., "blocks.{i}.attn_out": ...,
+    "blocks.{i}.block_out": ...}), named like the PyTorch reference's intermediates.
+    """
+    logits_BTV, state = GuppyLM(cfg, dtype).apply({"params": params}, tokens_BT, mutable=["intermediates"],
+                                           **kwargs)
+    found = {}
+    for i in range(cfg.n_layers):
+        block = state["intermediates"][f"blocks_{i}"]
+        found[f"blocks.{i}.attn_probs"] = block["attn"]["attn_probs"][0]
+        found[f"blocks.{i}.attn_out"] = block["attn"]["attn_out"][0]
+        found[f"blocks.{i}.block_out"] = block["block_out"][0]
+    return logits_BTV, found

@@ -1,0 +1,322 @@
+"""Measurements shared by the parity tests and the parity report.
+
+Every function builds the same weights in both frameworks (initialised in one,
+converted to the other), runs both on the same float32 inputs with dropout off,
+and returns `Check`s: a named quantity, its measured difference and its tolerance.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+from guppy_jax.config import ModelConfig, OptimConfig
+from guppy_jax.convert_weights import params_to_state_dict, state_dict_to_params, to_torch
+from guppy_jax.generate import generate, greedy_uncached
+from guppy_jax.model import GuppyLM, forward_with_intermediates, init_params
+from guppy_jax.steps import batch_loss, create_state, lm_loss, train_step
+from reference_torch import model as ref
+from reference_torch import train as ref_train
+
+# TF32 would make JAX's GPU matmuls differ from PyTorch's by ~1e-3; parity needs full float32.
+jax.config.update("jax_default_matmul_precision", "highest")
+torch.backends.cuda.matmul.allow_tf32 = False
+
+
+@dataclass
+class Check:
+    name: str
+    diff: float
+    tol: float
+    what: str = "max |diff|"
+
+    @property
+    def ok(self) -> bool:
+        return bool(np.isfinite(self.diff)) and self.diff <= self.tol
+
+    def __str__(self):
+        return f"{self.name}: {self.what} = {self.diff:.3g} (tolerance {self.tol:.3g})"
+
+
+def forward_tol(cfg: ModelConfig) -> float:
+    """1e-5 on small configs; 5e-5 at 9M, where 6 layers of 384-wide float32 sums add rounding."""
+    return 5e-5 if cfg.d_model * cfg.n_layers > 1024 else 1e-5
+
+
+def max_abs(a, b) -> float:
+    return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
+
+
+def pair(cfg: ModelConfig, source: str, seed: int = 0, dtype: str = "float32"):
+    """(torch model, flax params) holding the same weights, initialised by `source`, in `dtype`
+    (float64 runs must be inside `jax.enable_x64(True)`)."""
+    if source == "torch":
+        torch.manual_seed(seed)
+        model = ref.GuppyLM(cfg)
+        params = state_dict_to_params(model.state_dict(), cfg)
+    elif source == "flax":
+        params = init_params(cfg, jax.random.key(seed))
+        model = ref.GuppyLM(cfg)
+        model.load_state_dict(to_torch(params_to_state_dict(params, cfg)), strict=True)
+    else:
+        raise ValueError(source)
+    if dtype == "float64":
+        model = model.double()
+    return model.eval(), jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), params)
+
+
+def padded_batch(cfg: ModelConfig, lengths: list[int], seed: int = 0) -> dict:
+    """Right-padded rows of the given lengths (<= max_seq_len + 1), shifted into
+    inputs/targets with the pad targets masked out."""
+    rs = np.random.RandomState(seed)
+    seq = np.full((len(lengths), cfg.max_seq_len + 1), cfg.pad_id, np.int64)
+    for row, n in enumerate(lengths):
+        seq[row, :n] = rs.randint(3, cfg.vocab_size, n)
+    targets = seq[:, 1:]
+    return {"inputs": seq[:, :-1], "targets": targets, "loss_mask": targets != cfg.pad_id}
+
+
+def default_lengths(cfg: ModelConfig) -> list[int]:
+    """Two full 128-token rows and two shorter right-padded ones."""
+    full = cfg.max_seq_len + 1
+    return [full, full // 2, full, max(3, full // 5)]
+
+
+def jax_batch(batch):
+    return {k: jnp.asarray(v, jnp.int32 if v.dtype != bool else bool) for k, v in batch.items()}
+
+
+def check_forward(cfg: ModelConfig, source: str) -> list[Check]:
+    """Every layer's attention probs, attention output and block output, and the logits."""
+    model, params = pair(cfg, source)
+    batch = padded_batch(cfg, default_lengths(cfg))
+    logits_j, inter_j = forward_with_intermediates(cfg, params, jnp.asarray(batch["inputs"], jnp.int32))
+    with torch.no_grad():
+        logits_t, inter_t = model(torch.from_numpy(batch["inputs"]), return_intermediates=True)
+    tol = forward_tol(cfg)
+    checks = [Check(f"[{source} init] {name}", max_abs(inter_j[name], inter_t[name].numpy()), tol)
+              for name in inter_t]
+    checks.append(Check(f"[{source} init] logits", max_abs(logits_j, logits_t.numpy()), tol))
+    return checks
+
+
+def _torch_loss_and_grads(model, batch):
+    model.zero_grad(set_to_none=True)
+    tb = ref_train.to_torch_batch(batch)
+    loss = ref.lm_loss(model(tb["inputs"]), tb["targets"], tb["loss_mask"])
+    loss.backward()
+    grads = {k: p.grad.numpy() for k, p in model.named_parameters()}
+    return loss.item(), grads
+
+
+def precision(dtype: str):
+    """float64 runs need JAX's x64 mode; float32 runs need nothing."""
+    return jax.enable_x64(True) if dtype == "float64" else contextlib.nullcontext()
+
+
+def tag(source: str, dtype: str) -> str:
+    return f"[{source} init{', ' + dtype if dtype != 'float32' else ''}]"
+
+
+# Where float32 cannot reach the targets at 9M, and why (see README, "Parity"): a ReLU input
+# within float32 rounding of 0 can land on the other side of the kink in one framework,
+# which changes that unit's whole gradient row (~1e-3 of the tensor's largest entry); and
+# Adam's first steps move every weight by about +-lr whatever the size of its gradient, so
+# gradient entries whose sign is lost in rounding move 2*lr apart, and 50 steps compound it.
+# The same comparisons run in float64 meet the targets with orders of magnitude to spare.
+FLOAT32_9M_TOLERANCES = {"grad": 1e-2, "params after 1": 2 * 3e-4 * 1.1, "params after 50": 1e-2,
+                         "loss curve": 5e-2}
+
+
+def check_loss_and_grads(cfg: ModelConfig, source: str, dtype: str = "float32",
+                         grad_tol: float = 1e-5) -> list[Check]:
+    """The loss, every parameter's gradient, and the all-pad edge case."""
+    with precision(dtype):
+        return _check_loss_and_grads(cfg, source, dtype, grad_tol)
+
+
+def _check_loss_and_grads(cfg, source, dtype, grad_tol):
+    model, params = pair(cfg, source, dtype=dtype)
+    batch = padded_batch(cfg, default_lengths(cfg))
+    jb = jax_batch(batch)
+    apply_fn = GuppyLM(cfg, jnp.dtype(dtype)).apply
+    loss_j, grads_j = jax.value_and_grad(lambda p: batch_loss(apply_fn, p, jb))(params)
+    loss_t, grads_t = _torch_loss_and_grads(model, batch)
+    label = tag(source, dtype)
+    checks = [Check(f"{label} loss", abs(float(loss_j) - loss_t) / abs(loss_t), 1e-6,
+                    "relative diff")]
+    # the tied embedding: torch accumulates both uses into tok_emb.weight (named once)
+    grads_j_sd = params_to_state_dict(jax.device_get(grads_j), cfg, dtype)
+    for name, g_t in grads_t.items():
+        scale = float(np.max(np.abs(g_t))) or 1.0
+        checks.append(Check(f"{label} grad {name}", max_abs(grads_j_sd[name], g_t) / scale,
+                            grad_tol, "max |diff| / max |grad|"))
+    # all-pad batch: both give loss 0 and zero gradients, never NaN
+    empty = dict(batch, loss_mask=np.zeros_like(batch["loss_mask"]))
+    loss_j0, grads_j0 = jax.value_and_grad(lambda p: batch_loss(apply_fn, p, jax_batch(empty)))(params)
+    loss_t0, grads_t0 = _torch_loss_and_grads(model, empty)
+    worst_grad = max(float(np.max(np.abs(g))) for g in
+                     list(grads_t0.values()) + jax.tree_util.tree_leaves(jax.device_get(grads_j0)))
+    checks.append(Check(f"{label} all-pad batch: |loss| and max |grad| (jax, torch)",
+                        max(abs(float(loss_j0)), abs(loss_t0), worst_grad), 0.0, "max value"))
+    return checks
+
+
+def check_schedule(oc: OptimConfig, steps: list[int]) -> list[Check]:
+    """The lr each framework's optimizer applies at the given update numbers."""
+    model = ref.GuppyLM(ModelConfig(vocab_size=8, max_seq_len=2, d_model=2, n_layers=1, n_heads=1,
+                                    ffn_hidden=2))
+    opt, sched = ref_train.make_optimizer(model, oc)
+    state = create_state(ModelConfig(), oc, {"w": jnp.zeros(1)})
+    torch_lr, done = {}, 0
+    for step in sorted(steps):
+        while done < step:
+            with warnings.catch_warnings():  # stepping the schedule alone, on purpose
+                warnings.simplefilter("ignore", UserWarning)
+                sched.step()
+            done += 1
+        torch_lr[step] = opt.param_groups[0]["lr"]
+    return [Check(f"lr at update {s}", abs(float(state.lr_fn(s)) - torch_lr[s]) / oc.lr, 1e-6,
+                  "|diff| / peak lr") for s in steps]
+
+
+def _torch_params(model) -> dict:
+    return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def _param_diff(model, params, cfg, dtype) -> float:
+    sd_j = params_to_state_dict(jax.device_get(params), cfg, dtype)
+    return max(max_abs(sd_j[k], v) for k, v in _torch_params(model).items())
+
+
+def check_training(cfg: ModelConfig, source: str, n_steps: int, oc: OptimConfig,
+                   dtype: str = "float32", param_tol: float | None = None,
+                   curve_tol: float = 1e-4, n_batches: int = 4) -> list[Check]:
+    """Train both on the same fixed batches (cycled) for n_steps; compare the per-step
+    losses and the final params. n_steps=1 is the single-update check (params within
+    1e-6); after more steps params must agree within 1e-4 and the losses within curve_tol."""
+    if param_tol is None:
+        param_tol = 1e-6 if n_steps == 1 else 1e-4
+    with precision(dtype):
+        return _check_training(cfg, source, n_steps, oc, dtype, n_batches, param_tol, curve_tol)
+
+
+def _check_training(cfg, source, n_steps, oc, dtype, n_batches, param_tol, curve_tol):
+    cfg = cfg.replace(dropout=0.0)
+    model, params = pair(cfg, source, dtype=dtype)
+    batches = [padded_batch(cfg, default_lengths(cfg), seed=i) for i in range(n_batches)]
+    opt, sched = ref_train.make_optimizer(model, oc)
+    state = create_state(cfg, oc, params, jnp.dtype(dtype))
+    step = jax.jit(lambda s, b: train_step(s, b, jax.random.key(0), dropout=False))
+    losses_j, losses_t = [], []
+    for i in range(n_steps):
+        batch = batches[i % n_batches]
+        losses_t.append(ref_train.train_step(model, opt, sched, ref_train.to_torch_batch(batch),
+                                             oc.grad_clip))
+        state, metrics = step(state, jax_batch(batch))
+        losses_j.append(float(metrics["loss"]))
+    label = f"{tag(source, dtype)} after {n_steps} update{'s' * (n_steps > 1)}"
+    checks = [Check(f"{label}: params", _param_diff(model, state.params, cfg, dtype), param_tol)]
+    if n_steps > 1:
+        checks.append(Check(f"{label}: loss curve", max_abs(losses_j, losses_t), curve_tol))
+    return checks
+
+
+def trained_pair(cfg: ModelConfig, steps: int = 40):
+    """Weights trained a little on a repeating pattern, so greedy decoding is not degenerate."""
+    cfg = cfg.replace(dropout=0.0)
+    oc = OptimConfig(lr=3e-3, min_lr=3e-3, warmup_steps=0, steps=steps)
+    model, params = pair(cfg, "torch")
+    rs = np.random.RandomState(1)
+    cycle = rs.permutation(np.arange(3, cfg.vocab_size))[:24]
+    state = create_state(cfg, oc, params)
+    step = jax.jit(lambda s, b: train_step(s, b, jax.random.key(0), dropout=False))
+    for i in range(steps):
+        starts = rs.randint(0, len(cycle), 8)
+        seq = np.stack([np.roll(cycle, -s)[np.arange(cfg.max_seq_len + 1) % len(cycle)] for s in starts])
+        batch = {"inputs": seq[:, :-1], "targets": seq[:, 1:], "loss_mask": np.ones_like(seq[:, 1:], bool)}
+        state, _ = step(state, jax_batch(batch))
+    model.load_state_dict(to_torch(params_to_state_dict(jax.device_get(state.params), cfg)), strict=True)
+    return cfg, model.eval(), state.params, cycle
+
+
+ONE_UPDATE = OptimConfig(warmup_steps=0, steps=50)  # no warmup, so update 1 has the full lr
+FIFTY_UPDATES = OptimConfig(warmup_steps=10, steps=50)  # warmup and cosine both exercised
+SCHEDULE_STEPS = [0, 1, 100, 199, 200, 201, 2500, 5000, 9999, 10000, 12000]
+
+
+def check_greedy(cfg: ModelConfig, n_new: int = 32) -> tuple[list[Check], dict]:
+    """Greedy decoding from several prompts: cached JAX, uncached JAX and torch, token for token."""
+    n_new = min(n_new, cfg.max_seq_len // 2)
+    cfg, model, params, cycle = trained_pair(cfg)
+    rs = np.random.RandomState(2)
+    prompts = [[int(t) for t in rs.choice(cycle, n)] for n in (3, 7, 12, cfg.max_seq_len - n_new)]
+    cached = generate(cfg, params, prompts, max_new_tokens=n_new, temperature=0.0,
+                      prompt_len=cfg.max_seq_len - n_new)
+    mismatches = {"cached jax": 0, "uncached jax": 0}
+    distinct = set()
+    for prompt, got in zip(prompts, cached):
+        want = ref.generate(model, prompt, n_new, temperature=0.0, eos_id=cfg.eos_id)
+        distinct.update(want)
+        plain = greedy_uncached(cfg, params, prompt, n_new)
+        for label, ours in (("cached jax", got), ("uncached jax", plain)):
+            mismatches[label] += sum(a != b for a, b in zip(ours, want)) + abs(len(ours) - len(want))
+    checks = [Check(f"greedy {n_new} tokens x {len(prompts)} prompts: {label} vs torch", n, 0,
+                    "tokens that differ") for label, n in mismatches.items()]
+    return checks, {"distinct_tokens": len(distinct)}
+
+
+def check_packing(cfg: ModelConfig) -> list[Check]:
+    """Three conversations packed in one row (segment ids 1..3, positions restarting at 0)
+    against each alone, in JAX, and against the torch reference on each alone."""
+    model, params = pair(cfg, "torch")
+    rs = np.random.RandomState(3)
+    T = cfg.max_seq_len
+    lengths = [T // 6, T // 3, T // 3]
+    convs = [rs.randint(3, cfg.vocab_size, n) for n in lengths]
+    tokens = np.full((1, T), cfg.pad_id, np.int32)
+    positions = np.zeros((1, T), np.int32)
+    segments = np.zeros((1, T), np.int32)
+    at = 0
+    for seg, conv in enumerate(convs, start=1):
+        tokens[0, at:at + len(conv)] = conv
+        positions[0, at:at + len(conv)] = np.arange(len(conv))
+        segments[0, at:at + len(conv)] = seg
+        at += len(conv)
+    packed = np.asarray(GuppyLM(cfg).apply({"params": params}, tokens, positions, segments))
+    worst_jax, worst_torch, at = 0.0, 0.0, 0
+    for conv in convs:
+        alone = np.asarray(GuppyLM(cfg).apply({"params": params}, conv[None].astype(np.int32)))
+        with torch.no_grad():
+            alone_t = model(torch.from_numpy(conv[None].astype(np.int64))).numpy()
+        part = packed[:, at:at + len(conv)]
+        worst_jax = max(worst_jax, max_abs(part, alone))
+        worst_torch = max(worst_torch, max_abs(part, alone_t))
+        at += len(conv)
+    tol = forward_tol(cfg)
+    return [Check("packed logits vs each conversation alone (jax)", worst_jax, tol),
+            Check("packed logits vs each conversation alone (torch)", worst_torch, tol)]
+
+
+def check_causality(cfg: ModelConfig) -> list[Check]:
+    """d loss_t / d pos_emb[s] for s > t must be exactly zero (pos_emb row s feeds only
+    position s), in both frameworks; for s <= t it must not be (else the test is blind)."""
+    model, params = pair(cfg, "torch")
+    batch = padded_batch(cfg, [cfg.max_seq_len + 1])
+    t = cfg.max_seq_len // 2
+    mask = np.zeros_like(batch["loss_mask"])
+    mask[0, t] = True
+    one = dict(batch, loss_mask=mask)
+    grads = jax.grad(lambda p: batch_loss(GuppyLM(cfg).apply, p, jax_batch(one)))(params)
+    g_pos = np.asarray(grads["pos_emb"]["embedding"])
+    _, grads_t = _torch_loss_and_grads(model, one)
+    g_pos_t = grads_t["pos_emb.weight"]
+    future = max(np.abs(g_pos[t + 1:]).max(), np.abs(g_pos_t[t + 1:]).max())
+    past_min = min(np.abs(g_pos[:t + 1]).max(axis=1).min(), np.abs(g_pos_t[:t + 1]).max(axis=1).min())
+    return [Check(f"max |d loss[{t}] / d pos_emb[s > {t}]| (jax, torch)", float(future), 0.0, "max value"),
+            Check(f"rows s <= {t} with zero gradient (must be none)", float(past_min == 0), 0.0, "count>0")]

@@ -1,0 +1,114 @@
+"""The persona files and the generator."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from guppy_jax.persona import SLOT, PersonaError, generate, load_persona, parse_persona, split, summarize
+from guppy_jax.prepare import main as prepare_main
+
+PERSONAS = Path(__file__).resolve().parent.parent / "data" / "personas"
+GUPPY = load_persona(PERSONAS / "guppy.toml")
+
+
+def test_guppy_has_sixty_topics_with_prompts_and_responses():
+    assert len(GUPPY.topics) == 60
+    assert all(len(t.prompts) >= 3 and len(t.responses) >= 2 for t in GUPPY.topics)
+
+
+def test_generation_is_deterministic_and_seed_dependent():
+    assert generate(GUPPY, 500, seed=3) == generate(GUPPY, 500, seed=3)
+    assert generate(GUPPY, 500, seed=3) != generate(GUPPY, 500, seed=4)
+
+
+def test_topics_are_balanced():
+    counts = summarize(generate(GUPPY, 6000, seed=0))["per_topic"]
+    assert len(counts) == 60 and set(counts.values()) == {100}
+    uneven = summarize(generate(GUPPY, 6007, seed=0))["per_topic"]
+    assert max(uneven.values()) - min(uneven.values()) == 1
+
+
+def test_unique_share_at_least_the_originals_quarter():
+    assert summarize(generate(GUPPY, 20_000, seed=0))["unique_share"] >= 0.25
+
+
+def test_every_template_renders_without_leftover_slots():
+    records = generate(GUPPY, 30_000, seed=1)
+    used = {(r["category"], r["output"].split(". ")[0]) for r in records}
+    assert len(used) > 100
+    for r in records:
+        assert not SLOT.search(r["input"]) and not SLOT.search(r["output"]), r
+    # every prompt template of every topic was drawn at least once
+    for topic in GUPPY.topics:
+        inputs = {r["input"] for r in records if r["category"] == topic.name}
+        for prompt in topic.prompts:
+            pattern = re.escape(prompt)
+            for slot in set(SLOT.findall(prompt)):
+                pattern = pattern.replace(re.escape("{" + slot + "}"), ".+")
+            assert any(re.fullmatch(pattern, i) for i in inputs), (topic.name, prompt)
+
+
+def test_prompt_slot_value_carries_into_response():
+    for r in generate(GUPPY, 3000, seed=2):
+        if r["category"] == "human things" and r["output"].startswith("i do not know "):
+            thing = r["output"][len("i do not know "):].split(".")[0]
+            assert thing in r["input"], r
+
+
+def test_guppy_character():
+    records = generate(GUPPY, 6000, seed=0)
+    life = [r["output"] for r in records if r["category"] == "meaning of life"]
+    assert life and all("food" in o for o in life)
+    assert all(r["output"] == r["output"].lower() for r in records)
+
+
+def test_split_holds_out_five_percent():
+    train, held = split(generate(GUPPY, 1000, seed=0))
+    assert (len(train), len(held)) == (950, 50)
+
+
+BASE = {"name": "x", "pools": {"food": ["a", "b"]},
+        "topics": [{"name": "eat", "prompts": ["hi"], "responses": ["i like {food}"]}]}
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda d: d["topics"][0].update(responses=["i like {drink}"]), "topic 'eat', response 'i like {drink}': unknown slot {drink}"),
+    (lambda d: d["topics"][0].update(prompts=["do you like {snow}"]), "topic 'eat', prompt 'do you like {snow}': unknown slot"),
+    (lambda d: d["pools"].update(food=[]), "pool 'food': must be a non-empty list"),
+    (lambda d: d["topics"][0].pop("responses"), "topic 'eat': missing field 'responses'"),
+    (lambda d: d.pop("topics"), "missing field 'topics'"),
+    (lambda d: d["topics"].append(dict(d["topics"][0])), "topic 'eat' appears twice"),
+    (lambda d: d.update(tails=["{nope}"]), "tail '{nope}': unknown slot"),
+])
+def test_bad_persona_is_rejected_with_topic_and_template(change, words):
+    raw = json.loads(json.dumps(BASE))
+    change(raw)
+    with pytest.raises(PersonaError) as err:
+        parse_persona(raw)
+    assert words in str(err.value)
+
+
+def test_second_persona_produces_its_own_dataset(tmp_path):
+    assert prepare_main(["--persona", str(PERSONAS / "mochi.toml"), "--out", str(tmp_path),
+                         "--samples", "400", "--seed", "1"]) == 0
+    lines = [json.loads(line) for line in (tmp_path / "train.jsonl").read_text().splitlines()]
+    cats = {r["category"] for r in lines}
+    assert cats <= {t.name for t in load_persona(PERSONAS / "mochi.toml").topics} and "play" in cats
+    assert not cats & {"bubbles", "filter", "algae"}
+    assert (tmp_path / "tokenizer.json").exists()
+
+
+def test_prepare_is_byte_identical_for_a_seed(tmp_path):
+    for sub in ("a", "b"):
+        assert prepare_main(["--out", str(tmp_path / sub), "--samples", "2000", "--seed", "7"]) == 0
+    for name in ("train.jsonl", "eval.jsonl", "tokenizer.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_prepare_reports_a_bad_persona(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\n[pools]\nfood = ["a"]\n[[topics]]\nname = "t"\nprompts = ["hi"]\n'
+                   'responses = ["{cake}"]\n')
+    assert prepare_main(["--persona", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "unknown slot {cake}" in capsys.readouterr().err
