@@ -123,3 +123,63 @@ PRESET_MODELS = {
     "tiny": ModelConfig(vocab_size=256, max_seq_len=32, d_model=32, n_layers=2, n_heads=4,
                         ffn_hidden=64),
 }
+
+
+def _field(default, help: str):
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run: the model, the optimizer and everything around the loop."""
+
+    model: ModelConfig = ModelConfig()
+    optim: OptimConfig = OptimConfig()
+    batch_size: int = _field(32, "rows per batch")
+    packing: bool = _field(False, "pack several conversations per row (segment ids keep them apart)")
+    seq_len: int = _field(0, "row length; 0: max_seq_len when packing, else the data's longest sample rounded up to 8")
+    eval_every: int = _field(200, "evaluate on the held-out set every N steps")
+    eval_batches: int = _field(50, "at most this many held-out batches per evaluation")
+    checkpoint_every: int = _field(1000, "save a checkpoint every N steps (and always at the end)")
+    keep_checkpoints: int = _field(3, "periodic checkpoints kept on disk (the best-eval one is kept apart)")
+    seed: int = _field(42, "seed for init, data order and dropout")
+    dtype: str = _field("float32", "compute dtype: float32 or bfloat16 (params stay float32)")
+
+    def __post_init__(self):
+        for name in ("batch_size", "eval_every", "eval_batches", "checkpoint_every", "keep_checkpoints"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.seq_len <= self.model.max_seq_len:
+            raise ConfigError(f"seq_len must be in [0, max_seq_len={self.model.max_seq_len}], got {self.seq_len}")
+        if self.dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "TrainConfig":
+        raw = dict(raw)
+        model, optim = ModelConfig.from_dict(raw.pop("model")), OptimConfig(**raw.pop("optim"))
+        return cls(model=model, optim=optim, **raw)
+
+
+PRESETS = {
+    # GuppyLM's own recipe: 9M params, batch 32, 10,000 steps, one conversation per row.
+    "guppy-9m": TrainConfig(),
+    # Fits in 10 minutes on a 2-core laptop CPU: a narrower, shallower model (the tokenizer
+    # uses ~1,500 ids, so a 2,048-row vocab loses nothing and halves the tied head), packed
+    # rows, a higher peak lr for the short schedule, and short evaluations.
+    "cpu": TrainConfig(
+        model=ModelConfig(vocab_size=2048, d_model=192, n_layers=4, n_heads=4, ffn_hidden=384),
+        optim=OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=100, steps=600),
+        batch_size=32, packing=True, eval_every=200, eval_batches=10, checkpoint_every=200),
+    # Seconds, for tests.
+    "tiny": TrainConfig(
+        model=ModelConfig(vocab_size=2048, max_seq_len=64, d_model=32, n_layers=2, n_heads=4, ffn_hidden=64),
+        optim=OptimConfig(lr=3e-3, min_lr=3e-4, warmup_steps=5, steps=30),
+        batch_size=8, packing=True, eval_every=10, eval_batches=2, checkpoint_every=10, keep_checkpoints=2),
+}

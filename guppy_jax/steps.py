@@ -63,8 +63,11 @@ class TrainState(train_state.TrainState):
 
 
 def create_state(cfg: ModelConfig, oc: OptimConfig, params, dtype=jnp.float32) -> TrainState:
-    return TrainState.create(apply_fn=GuppyLM(cfg, dtype).apply, params=params,
-                             tx=make_optimizer(oc), lr_fn=lr_schedule(oc))
+    state = TrainState.create(apply_fn=GuppyLM(cfg, dtype).apply, params=params,
+                              tx=make_optimizer(oc), lr_fn=lr_schedule(oc))
+    # create() leaves step as the Python int 0; after one update it is an int32 array, and
+    # that change of type would compile the jitted step a second time.
+    return state.replace(step=jnp.zeros((), jnp.int32))
 
 
 def batch_loss(apply_fn, params, batch, deterministic=True, dropout_rng=None):

@@ -1,0 +1,139 @@
+"""Move GuppyLM checkpoints between the original PyTorch format and guppy-jax runs.
+
+    python -m guppy_jax.convert import best_model.pt --out runs/original
+    python -m guppy_jax.convert import pytorch_model.bin --out runs/original   # config.json beside it
+    python -m guppy_jax.convert export runs/guppy --out exported/
+
+`import` takes a `best_model.pt`-style dict ({"model_state_dict", "config", ...}) or a bare
+state dict with a config.json beside it (GuppyLM's own keys or the hub names) and writes a
+run directory that chat and eval load; the tokenizer comes from --tokenizer or from a
+tokenizer.json beside the checkpoint. `export` writes pytorch_model.bin (the original
+state-dict keys), config.json and tokenizer.json, which reference_torch loads strictly.
+Needs the `torch` extra.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .config import ConfigError, ModelConfig, PRESETS
+from .convert_weights import WeightsError, params_to_state_dict, state_dict_to_params
+
+
+class ConvertError(ValueError):
+    """A checkpoint that cannot be converted, and why."""
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise ConvertError("converting PyTorch checkpoints needs torch: pip install -e '.[torch]'") from None
+    return torch
+
+
+def read_torch_checkpoint(path) -> tuple[dict, ModelConfig, int]:
+    """(state dict, model config, step) from a .pt dict or a bare state dict + config.json."""
+    torch = _torch()
+    path = Path(path)
+    if not path.exists():
+        raise ConvertError(f"{path}: file not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a damaged file
+        raise ConvertError(f"{path}: cannot be read as a PyTorch checkpoint (truncated or not a "
+                           f"checkpoint?): {type(err).__name__}: {str(err)[:200]}") from None
+    if not isinstance(obj, dict):
+        raise ConvertError(f"{path}: expected a dict, found {type(obj).__name__}")
+    step = 0
+    if "model_state_dict" in obj:
+        state_dict, raw_cfg, step = obj["model_state_dict"], obj.get("config"), int(obj.get("step", 0))
+    else:
+        state_dict, raw_cfg = obj, None
+    if raw_cfg is None:
+        cfg_path = path.parent / "config.json"
+        if not cfg_path.exists():
+            raise ConvertError(f"{path}: a bare state dict needs a config.json beside it ({cfg_path})")
+        try:
+            raw_cfg = json.loads(cfg_path.read_text())
+        except json.JSONDecodeError as err:
+            raise ConvertError(f"{cfg_path}: not valid JSON: {err}") from None
+    if not isinstance(raw_cfg, dict):
+        raw_cfg = getattr(raw_cfg, "__dict__", None) or {}
+    try:
+        cfg = ModelConfig.from_dict(raw_cfg)
+    except (ConfigError, TypeError) as err:
+        raise ConvertError(f"{path}: bad model config: {err}") from None
+    if not all(hasattr(v, "shape") for v in state_dict.values()):
+        raise ConvertError(f"{path}: the state dict holds non-tensor values")
+    return state_dict, cfg, step
+
+
+def import_checkpoint(src, out, tokenizer=None) -> Path:
+    import jax
+    import jax.numpy as jnp
+
+    from .checkpoint import RunCheckpoints, write_run_config
+    from .steps import create_state
+    state_dict, cfg, step = read_torch_checkpoint(src)
+    params = state_dict_to_params(state_dict, cfg)
+    tok_path = Path(tokenizer) if tokenizer else Path(src).parent / "tokenizer.json"
+    if not tok_path.exists():
+        raise ConvertError(f"no tokenizer: pass --tokenizer (looked for {tok_path})")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    train_cfg = PRESETS["guppy-9m"].replace(model=cfg)
+    write_run_config(out, train_cfg, "imported", tok_path)
+    state = create_state(cfg, train_cfg.optim, jax.tree_util.tree_map(jnp.asarray, params))
+    state = state.replace(step=jnp.asarray(step, jnp.int32))
+    ckpts = RunCheckpoints(out)
+    ckpts.save(state, {"data_position": {"epoch": 0, "index": 0}, "source": str(src)})
+    ckpts.close()
+    return out
+
+
+def export_checkpoint(run_dir, out) -> Path:
+    import jax
+
+    from .checkpoint import load_for_inference
+    torch = _torch()
+    cfg, params, tok = load_for_inference(run_dir)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    state_dict = params_to_state_dict(jax.device_get(params), cfg)
+    torch.save({k: torch.from_numpy(v) for k, v in state_dict.items()}, out / "pytorch_model.bin")
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1) + "\n")
+    tok.save(str(out / "tokenizer.json"))
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m guppy_jax.convert", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    sub = p.add_subparsers(dest="command", required=True)
+    imp = sub.add_parser("import", help="PyTorch checkpoint -> guppy-jax run directory")
+    imp.add_argument("source", help="best_model.pt or pytorch_model.bin")
+    imp.add_argument("--out", required=True, help="run directory to create")
+    imp.add_argument("--tokenizer", help="tokenizer.json (default: the one beside the source)")
+    exp = sub.add_parser("export", help="guppy-jax run directory -> pytorch_model.bin + config.json")
+    exp.add_argument("run_dir")
+    exp.add_argument("--out", required=True, help="directory to write")
+    args = p.parse_args(argv)
+    from .checkpoint import CheckpointError
+    try:
+        if args.command == "import":
+            where = import_checkpoint(args.source, args.out, args.tokenizer)
+            print(f"imported {args.source} into {where}; try: python -m guppy_jax.chat --checkpoint {where}")
+        else:
+            where = export_checkpoint(args.run_dir, args.out)
+            print(f"exported {args.run_dir} to {where / 'pytorch_model.bin'} (+ config.json, tokenizer.json)")
+    except (ConvertError, WeightsError, CheckpointError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""The KV-cached sampler against the plain path, and its sampling controls."""
+import jax
+import numpy as np
+import pytest
+
+from guppy_jax.config import PRESET_MODELS
+from guppy_jax.generate import generate, generate_cached, greedy_uncached, left_pad, sample_logits
+from guppy_jax.model import init_params
+
+CFG = PRESET_MODELS["tiny"]
+
+
+@pytest.fixture(scope="module")
+def params():
+    # larger-than-init weights so that greedy decoding wanders instead of repeating one token
+    p = init_params(CFG, jax.random.key(4))
+    return jax.tree_util.tree_map(lambda x: x * 6.0 if x.ndim == 2 else x, p)
+
+
+PROMPTS = [[1, 5, 9, 33], [1, 7], [1, 40, 41, 42, 43, 44, 45, 46, 47]]
+
+
+def test_greedy_cached_equals_uncached(params):
+    cached = generate(CFG, params, PROMPTS, max_new_tokens=12, temperature=0.0, prompt_len=16)
+    plain = [greedy_uncached(CFG, params, p, 12) for p in PROMPTS]
+    assert cached == plain
+    assert len({t for row in cached for t in row}) > 3  # not a constant token: a flip would show
+
+
+def test_same_key_same_sample_and_top_k_1_is_greedy(params):
+    kw = dict(max_new_tokens=12, prompt_len=16, temperature=1.0)
+    a = generate(CFG, params, PROMPTS, jax.random.key(1), **kw)
+    assert a == generate(CFG, params, PROMPTS, jax.random.key(1), **kw)
+    assert a != generate(CFG, params, PROMPTS, jax.random.key(2), **kw)
+    greedy = generate(CFG, params, PROMPTS, max_new_tokens=12, prompt_len=16, temperature=0.0)
+    assert generate(CFG, params, PROMPTS, jax.random.key(3), top_k=1, **kw) == greedy
+
+
+def test_top_p_keeps_the_smallest_nucleus():
+    logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]], np.float32))
+    seen = {int(sample_logits(logits, jax.random.key(i), 1.0, 0, 0.7)[0]) for i in range(200)}
+    assert seen == {0, 1}  # 0.5 < 0.7 needs the second token; the third is never needed
+    assert {int(sample_logits(logits, jax.random.key(i), 1.0, 2, 1.0)[0]) for i in range(200)} == {0, 1}
+
+
+def test_stops_at_eos_and_pads_after():
+    cfg = CFG
+    logits_forcing_eos = np.full((1, cfg.vocab_size), -10.0, np.float32)
+    logits_forcing_eos[0, cfg.eos_id] = 10.0
+    assert int(sample_logits(logits_forcing_eos, jax.random.key(0), 0.0, 0, 1.0)[0]) == cfg.eos_id
+
+
+def test_one_compilation_per_batch_and_length(params):
+    generate_cached.clear_cache() if hasattr(generate_cached, "clear_cache") else None
+    before = generate_cached._cache_size()
+    for temp, k in [(0.0, 0), (0.7, 50), (1.0, 5)]:  # sampling settings are traced, not static
+        for prompts in (PROMPTS, [[1, 2, 3], [1], [1, 9, 9, 9, 9]]):
+            generate(CFG, params, prompts, jax.random.key(0), max_new_tokens=8, prompt_len=16,
+                     temperature=temp, top_k=k)
+    assert generate_cached._cache_size() - before == 1
+
+
+def test_left_pad_cuts_long_prompts_from_the_left():
+    tokens, positions, segments = left_pad([[1, 2, 3, 4, 5, 6]], 4, pad_id=0)
+    assert tokens.tolist() == [[3, 4, 5, 6]] and positions.tolist() == [[0, 1, 2, 3]]
+    tokens, positions, segments = left_pad([[7, 8]], 4, pad_id=0)
+    assert tokens.tolist() == [[0, 0, 7, 8]] and segments.tolist() == [[0, 0, 1, 1]]

@@ -1,0 +1,130 @@
+"""Training end to end on the tiny preset and a small generated dataset."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax.numpy as jnp
+import pytest
+
+import guppy_jax.steps as steps
+from guppy_jax.config import PRESETS
+from guppy_jax.prepare import prepare
+from guppy_jax.train import TrainError, build_parser, resolve_config, train
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = PRESETS["tiny"]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("data")
+    prepare(out=out, samples=1500, seed=0, vocab_size=TINY.model.vocab_size, quiet=True)
+    return out
+
+
+def losses(run_dir):
+    rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+def run(cfg, out, data_dir, **kw):
+    return train(cfg, out, data_dir, preset="tiny", quiet=True, show_samples=False, **kw)
+
+
+@pytest.mark.parametrize("packing", [True, False])
+def test_tiny_run_learns_and_compiles_once(tmp_path, data_dir, packing):
+    summary = run(TINY.replace(packing=packing), tmp_path / "run", data_dir)
+    got = losses(tmp_path / "run")
+    assert summary["status"] == "finished" and summary["step"] == TINY.optim.steps
+    assert sorted(got) == list(range(1, TINY.optim.steps + 1))
+    first, last = sum(list(got.values())[:3]) / 3, sum(list(got.values())[-3:]) / 3
+    assert last < first - 0.5, (first, last)
+    # whatever the sample lengths, one fixed batch shape: one compilation of each step
+    assert summary["compiles"] == {"train_step": 1, "eval_step": 1}
+    for name in ("config.json", "tokenizer.json", "loss_curve.png", "summary.json"):
+        assert (tmp_path / "run" / name).exists(), name
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["20", "30"]
+    assert len(list((tmp_path / "run" / "best").iterdir())) == 1
+
+
+def test_resume_is_bit_exact(tmp_path, data_dir):
+    cfg = TINY.replace(optim=TINY.optim.__class__(**{**TINY.optim.__dict__, "steps": 20}), checkpoint_every=5)
+    run(cfg, tmp_path / "whole", data_dir)
+    first = run(cfg, tmp_path / "split", data_dir, stop_after=7)
+    assert first["status"] == "finished" and first["step"] == 7
+    run(cfg, tmp_path / "split", data_dir, resume=True)
+    whole, split = losses(tmp_path / "whole"), losses(tmp_path / "split")
+    assert sorted(split) == list(range(1, 21))
+    assert whole == split  # float equality: the same bits, step for step
+
+
+def test_resume_refuses_a_different_config(tmp_path, data_dir):
+    run(TINY, tmp_path / "run", data_dir, stop_after=2)
+    with pytest.raises(TrainError, match=r"model.d_model: saved 32, now 64"):
+        run(TINY.replace(model=TINY.model.replace(d_model=64)), tmp_path / "run", data_dir, resume=True)
+    with pytest.raises(TrainError, match="already holds checkpoints"):
+        run(TINY, tmp_path / "run", data_dir)
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, data_dir, monkeypatch, capsys):
+    real_step = steps.train_step
+
+    def poisoned(state, batch, rng):  # the loss turns NaN from update 13 on
+        new_state, metrics = real_step(state, batch, rng)
+        metrics["loss"] = jnp.where(state.step >= 12, jnp.nan, metrics["loss"])
+        return new_state, metrics
+    monkeypatch.setattr(steps, "train_step", poisoned)
+    with pytest.raises(TrainError, match="non-finite"):
+        run(TINY, tmp_path / "run", data_dir)
+    assert "non-finite loss at step 13" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["10"]
+
+
+def test_bad_inputs_fail_early(tmp_path, data_dir):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(TrainError, match="cannot write to the output directory"):
+        run(TINY, blocker / "run", data_dir)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(TrainError, match="missing data file .*train.jsonl"):
+        run(TINY, tmp_path / "r2", tmp_path / "empty")
+    with pytest.raises(TrainError, match="batch size 100000 is larger than the data"):
+        run(TINY.replace(batch_size=100_000), tmp_path / "r3", data_dir)
+
+
+def test_cli_flags_override_the_preset():
+    args = build_parser().parse_args(["--preset", "tiny", "--steps", "7", "--lr", "0.01", "--no-packing",
+                                      "--batch-size", "4", "--d-model", "64"])
+    preset, cfg, note = resolve_config(args, "cpu")
+    assert preset == "tiny" and note == ""
+    assert (cfg.optim.steps, cfg.optim.lr, cfg.packing, cfg.batch_size, cfg.model.d_model) == (7, 0.01, False, 4, 64)
+    _, auto, note = resolve_config(build_parser().parse_args([]), "cpu")
+    assert auto == PRESETS["cpu"] and "--preset guppy-9m" in note
+    assert resolve_config(build_parser().parse_args([]), "gpu")[0] == "guppy-9m"
+
+
+def test_help_documents_every_flag():
+    text = build_parser().format_help()
+    for action in build_parser()._actions:
+        assert action.help, action.option_strings
+
+
+def test_ctrl_c_saves_and_exits_cleanly(tmp_path, data_dir):
+    cmd = [sys.executable, "-m", "guppy_jax.train", "--preset", "tiny", "--steps", "100000", "--eval-every",
+           "100000", "--checkpoint-every", "100000", "--data-dir", str(data_dir), "--out", str(tmp_path / "run")]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.stat().st_size > 200):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, output
+    assert "interrupted: saved step" in output
+    saved = [int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir()]
+    assert len(saved) == 1 and saved[0] > 0
