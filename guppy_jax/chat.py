@@ -21,21 +21,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.7, help="0 is greedy")
     p.add_argument("--top-k", type=int, default=50, help="sample among the k likeliest tokens (0: off)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: off)")
-    p.add_argument("--max-new-tokens", type=int, default=64, help="longest answer, in tokens")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="longest answer, in tokens (default: 64, or half the context if that is smaller)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--latest", action="store_true", help="use the latest checkpoint, not the best-eval one")
     return p
 
 
+def default_answer_len(cfg) -> int:
+    """The original's 64 new tokens, or half the context for models with a short one."""
+    return min(64, cfg.max_seq_len // 2)
+
+
 class Chatter:
     """A loaded model plus its tokenizer; answers one message at a time."""
 
-    def __init__(self, run_dir, *, temperature=0.7, top_k=50, top_p=1.0, max_new_tokens=64, seed=0,
+    def __init__(self, run_dir, *, temperature=0.7, top_k=50, top_p=1.0, max_new_tokens=None, seed=0,
                  best=True):
         import jax
 
         from .checkpoint import load_for_inference
         self.cfg, self.params, self.tok = load_for_inference(run_dir, best=best)
+        if max_new_tokens is None:
+            max_new_tokens = default_answer_len(self.cfg)
         if not 0 < max_new_tokens < self.cfg.max_seq_len:
             raise ValueError(f"--max-new-tokens must be in [1, {self.cfg.max_seq_len - 1}], got {max_new_tokens}")
         if temperature < 0 or top_k < 0 or not 0 < top_p <= 1:

@@ -71,13 +71,14 @@ def run_eval(run_dir, cases_path=DEFAULT_CASES, data_dir=DEFAULT_DATA, seed: int
              temperature: float = 0.0) -> dict:
     import jax
 
+    from .chat import default_answer_len
     from .checkpoint import load_for_inference
     from .generate import generate
     from .tokenizer import decode, encode, format_prompt
     cfg, params, tok = load_for_inference(run_dir)
     cases, max_words = load_cases(cases_path)
     prompts = [encode(tok, format_prompt(c.prompt)) for c in cases]
-    answers = generate(cfg, params, prompts, jax.random.key(seed), max_new_tokens=64,
+    answers = generate(cfg, params, prompts, jax.random.key(seed), max_new_tokens=default_answer_len(cfg),
                        temperature=temperature, top_k=50)
     rows = []
     for case, ids in zip(cases, answers):

@@ -177,8 +177,15 @@ def train(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False, pr
         best_eval = meta.get("best_eval", math.inf)
     start_step = int(state.step)
 
-    step_fn = jax.jit(train_step, donate_argnums=0)
-    eval_fn = jax.jit(eval_step)
+    # Fresh functions per run, so that their compile counts (reported in the summary and
+    # checked by the tests) are this run's alone, not the process's.
+    def run_train_step(state, batch, rng):
+        return train_step(state, batch, rng)
+
+    def run_eval_step(state, batch):
+        return eval_step(state, batch)
+    step_fn = jax.jit(run_train_step, donate_argnums=0)
+    eval_fn = jax.jit(run_eval_step)
     metrics_log = open(out / "metrics.jsonl", "a" if resume else "w")
 
     def log(record):
@@ -258,8 +265,9 @@ def train(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False, pr
                 last_good_step, pending = done, None
                 eval_loss = evaluate()
                 log({"step": done, "eval_loss": eval_loss})
-                bar.write(f"step {done}: eval loss {eval_loss:.4f}" +
-                          (" (best)" if eval_loss < best_eval else ""))
+                if not quiet:
+                    bar.write(f"step {done}: eval loss {eval_loss:.4f}" +
+                              (" (best)" if eval_loss < best_eval else ""))
                 if eval_loss < best_eval:
                     best_eval = eval_loss
                     ckpts.save(state, meta(), best=True)

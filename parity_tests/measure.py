@@ -237,7 +237,7 @@ def trained_pair(cfg: ModelConfig, steps: int = 40):
     state = create_state(cfg, oc, params)
     step = jax.jit(lambda s, b: train_step(s, b, jax.random.key(0), dropout=False))
     for i in range(steps):
-        starts = rs.randint(0, len(cycle), 8)
+        starts = rs.randint(0, len(cycle), 4)
         seq = np.stack([np.roll(cycle, -s)[np.arange(cfg.max_seq_len + 1) % len(cycle)] for s in starts])
         batch = {"inputs": seq[:, :-1], "targets": seq[:, 1:], "loss_mask": np.ones_like(seq[:, 1:], bool)}
         state, _ = step(state, jax_batch(batch))

@@ -20,9 +20,14 @@ def test_tiny_float32(source):
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_9m_float64_meets_targets(source):
-    assert_all(check_training(CONFIGS["9m"], source, 1, ONE_UPDATE, "float64")
-               + check_training(CONFIGS["9m"], source, 50, FIFTY_UPDATES, "float64"))
+def test_9m_float64_one_update_meets_target(source):
+    assert_all(check_training(CONFIGS["9m"], source, 1, ONE_UPDATE, "float64"))
+
+
+def test_9m_float64_fifty_updates_meet_targets():
+    # one direction only: 50 float64 steps of the 9M model in both frameworks take ~40 s on
+    # 2 cores; the flax-init direction is covered by the report (python -m parity_tests.report)
+    assert_all(check_training(CONFIGS["9m"], "torch", 50, FIFTY_UPDATES, "float64"))
 
 
 def test_9m_float32():
