@@ -99,3 +99,12 @@ def eval_step(state: TrainState, batch: dict):
     ce_BT = optax.softmax_cross_entropy_with_integer_labels(logits_BTV, batch["targets"])
     mask_BT = batch["loss_mask"].astype(ce_BT.dtype)
     return {"loss_sum": (ce_BT * mask_BT).sum(), "tokens": mask_BT.sum()}
+
+
+def train_steps(state: TrainState, batches: dict, rng: jax.Array, dropout: bool = True):
+    """k updates in one call: `batches` holds k stacked batches (k, B, T). A lax.scan over
+    train_step, so one dispatch and one compiled program serve k steps; metrics come back
+    stacked (k,). Same results as k calls of train_step."""
+    def body(s, batch):
+        return train_step(s, batch, rng, dropout)
+    return jax.lax.scan(body, state, batches)

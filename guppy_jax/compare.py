@@ -1,0 +1,126 @@
+"""Train JAX and the PyTorch reference side by side: `python -m guppy_jax.compare`.
+
+Both start from the same weights (initialised in JAX, converted to PyTorch) and see the
+same batches in the same order; dropout is off unless --dropout. Writes compare.png (both
+loss curves, and their difference) and compare.json (every loss, the differences, the
+wall time of each framework) into --out. Needs the `torch` extra.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .config import PRESETS
+
+
+def run_compare(config="guppy-9m", steps=100, dropout=False, data_dir=None, seed=0, batch_size=None,
+                quiet=False) -> dict:
+    import jax
+    import torch
+
+    from reference_torch.model import GuppyLM as TorchGuppyLM
+    from reference_torch.train import make_optimizer, to_torch_batch
+    from reference_torch.train import train_step as torch_step
+
+    from .bench import load_samples
+    from .convert_weights import params_to_state_dict, to_torch
+    from .data import Batches
+    from .model import init_params
+    from .prepare import DEFAULT_OUT
+    from .steps import create_state, train_step
+
+    preset = PRESETS[config]
+    cfg = preset.model if dropout else preset.model.replace(dropout=0.0)
+    oc = dataclasses.replace(preset.optim, steps=steps, warmup_steps=min(preset.optim.warmup_steps, steps // 10))
+    B = batch_size or preset.batch_size
+    samples = load_samples(cfg, data_dir or DEFAULT_OUT)
+    T = min(cfg.max_seq_len, -(-max(len(s) for s in samples) // 8) * 8)
+    batches = Batches(samples, B, T, packed=False, seed=seed)
+    fixed = [next(batches) for _ in range(steps)]
+
+    params = init_params(cfg, jax.random.key(seed))
+    torch.manual_seed(seed)
+    model = TorchGuppyLM(cfg)
+    model.load_state_dict(to_torch(params_to_state_dict(jax.device_get(params), cfg)), strict=True)
+    opt, sched = make_optimizer(model, oc)
+    state = create_state(cfg, oc, params)
+    rng = jax.random.key(seed + 1)
+    step = jax.jit(lambda s, b: train_step(s, b, rng, dropout=dropout), donate_argnums=0)
+
+    losses_j, losses_t, wall = [], [], {"jax": 0.0, "torch": 0.0}
+    for i, batch in enumerate(fixed):
+        t = time.perf_counter()
+        state, metrics = step(state, batch)
+        losses_j.append(float(metrics["loss"]))
+        wall["jax"] += time.perf_counter() - t
+        t = time.perf_counter()
+        if not dropout:
+            model.eval()  # train_step calls model.train(); with p = 0 the two modes agree anyway
+        losses_t.append(torch_step(model, opt, sched, to_torch_batch(batch), oc.grad_clip))
+        wall["torch"] += time.perf_counter() - t
+        if not quiet and (i + 1) % max(1, steps // 10) == 0:
+            print(f"step {i + 1}/{steps}: jax {losses_j[-1]:.4f}  torch {losses_t[-1]:.4f}  "
+                  f"|diff| {abs(losses_j[-1] - losses_t[-1]):.2e}", flush=True)
+    diff = np.abs(np.array(losses_j) - np.array(losses_t))
+    return {"config": config, "steps": steps, "dropout": dropout, "batch": [B, T], "seed": seed,
+            "jax_losses": losses_j, "torch_losses": losses_t, "max_abs_diff": float(diff.max()),
+            "final_abs_diff": float(diff[-1]), "first_step_abs_diff": float(diff[0]),
+            "wall_s": wall, "date": time.strftime("%Y-%m-%d"), "jax": jax.__version__,
+            "torch": torch.__version__}
+
+
+def plot_compare(res: dict, png_path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    steps = np.arange(1, res["steps"] + 1)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), dpi=110, sharex=True,
+                                      gridspec_kw={"height_ratios": [2, 1]})
+    top.plot(steps, res["jax_losses"], color="tab:blue", label="JAX / Flax")
+    top.plot(steps, res["torch_losses"], color="tab:red", linestyle="--", label="PyTorch reference")
+    top.set(ylabel="train loss", title=f"Same weights, same batches: {res['config']}, "
+                                       f"dropout {'on' if res['dropout'] else 'off'}")
+    top.legend()
+    top.grid(alpha=0.3)
+    diff = np.abs(np.array(res["jax_losses"]) - np.array(res["torch_losses"]))
+    bottom.semilogy(steps, np.maximum(diff, 1e-9), color="black")
+    bottom.set(xlabel="step", ylabel="|JAX - PyTorch|")
+    bottom.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(png_path)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m guppy_jax.compare", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", choices=sorted(PRESETS), default="guppy-9m", help="model and batch preset")
+    p.add_argument("--steps", type=int, default=100, help="training steps for both")
+    p.add_argument("--dropout", action="store_true", help="train with dropout (each framework its own RNG)")
+    p.add_argument("--batch-size", type=int, help="default: the preset's")
+    p.add_argument("--data-dir", help="prepared data (default: data/generated/guppy, made if missing)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/compare", help="directory for compare.png and compare.json")
+    args = p.parse_args(argv)
+    if args.steps < 1:
+        print("error: --steps must be at least 1", file=sys.stderr)
+        return 2
+    res = run_compare(args.config, args.steps, args.dropout, args.data_dir, args.seed, args.batch_size)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.json").write_text(json.dumps(res, indent=1) + "\n")
+    plot_compare(res, out / "compare.png")
+    print(f"max |loss diff| over {res['steps']} steps: {res['max_abs_diff']:.2e} (last step "
+          f"{res['final_abs_diff']:.2e}); wall: jax {res['wall_s']['jax']:.1f}s, torch "
+          f"{res['wall_s']['torch']:.1f}s; wrote {out / 'compare.png'} and {out / 'compare.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
