@@ -144,11 +144,18 @@ class TrainConfig:
     keep_checkpoints: int = _field(3, "periodic checkpoints kept on disk (the best-eval one is kept apart)")
     seed: int = _field(42, "seed for init, data order and dropout")
     dtype: str = _field("float32", "compute dtype: float32 or bfloat16 (params stay float32)")
+    steps_per_call: int = _field(1, "train steps per jitted call (a lax.scan over stacked batches); "
+                                    "steps, eval_every and checkpoint_every must be multiples of it")
 
     def __post_init__(self):
-        for name in ("batch_size", "eval_every", "eval_batches", "checkpoint_every", "keep_checkpoints"):
+        for name in ("batch_size", "eval_every", "eval_batches", "checkpoint_every", "keep_checkpoints",
+                     "steps_per_call"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        for name, value in (("steps", self.optim.steps), ("eval_every", self.eval_every),
+                            ("checkpoint_every", self.checkpoint_every)):
+            if value % self.steps_per_call:
+                raise ConfigError(f"{name} ({value}) must be a multiple of steps_per_call ({self.steps_per_call})")
         if not 0 <= self.seq_len <= self.model.max_seq_len:
             raise ConfigError(f"seq_len must be in [0, max_seq_len={self.model.max_seq_len}], got {self.seq_len}")
         if self.dtype not in ("float32", "bfloat16"):
@@ -169,14 +176,15 @@ class TrainConfig:
 
 PRESETS = {
     # GuppyLM's own recipe: 9M params, batch 32, 10,000 steps, one conversation per row.
-    "guppy-9m": TrainConfig(),
+    "guppy-9m": TrainConfig(steps_per_call=4),
     # Fits in 10 minutes on a 2-core laptop CPU: a narrower, shallower model (the tokenizer
     # uses ~1,500 ids, so a 2,048-row vocab loses nothing and halves the tied head), packed
     # rows, a higher peak lr for the short schedule, and short evaluations.
     "cpu": TrainConfig(
         model=ModelConfig(vocab_size=2048, d_model=192, n_layers=4, n_heads=4, ffn_hidden=384),
         optim=OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=100, steps=600),
-        batch_size=32, packing=True, eval_every=200, eval_batches=10, checkpoint_every=200),
+        batch_size=32, packing=True, eval_every=200, eval_batches=10, checkpoint_every=200,
+        steps_per_call=4),
     # Seconds, for tests.
     "tiny": TrainConfig(
         model=ModelConfig(vocab_size=2048, max_seq_len=64, d_model=32, n_layers=2, n_heads=4, ffn_hidden=64),

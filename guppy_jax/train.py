@@ -148,7 +148,7 @@ def train(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False, pr
     from .data import non_pad_share
     from .model import init_params
     from .plots import plot_losses
-    from .steps import create_state, eval_step, train_step
+    from .steps import create_state, eval_step, train_step, train_steps
 
     out = Path(out)
     started = time.perf_counter()
@@ -182,9 +182,13 @@ def train(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False, pr
     def run_train_step(state, batch, rng):
         return train_step(state, batch, rng)
 
+    def run_train_steps(state, batches, rng):
+        return train_steps(state, batches, rng)
+
     def run_eval_step(state, batch):
         return eval_step(state, batch)
-    step_fn = jax.jit(run_train_step, donate_argnums=0)
+    k = cfg.steps_per_call
+    step_fn = jax.jit(run_train_step if k == 1 else run_train_steps, donate_argnums=0)
     eval_fn = jax.jit(run_eval_step)
     metrics_log = open(out / "metrics.jsonl", "a" if resume else "w")
 
@@ -211,6 +215,8 @@ def train(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False, pr
     previous_handler = signal.signal(signal.SIGINT, on_sigint)
 
     total = cfg.optim.steps
+    if stop_after is not None and stop_after % k:
+        raise TrainError(f"--stop-after ({stop_after}) must be a multiple of steps_per_call ({k})")
     end_step = total if stop_after is None else min(total, start_step + stop_after)
     from tqdm import tqdm
     bar = tqdm(total=total, initial=start_step, disable=quiet, unit="step", dynamic_ncols=True)
@@ -227,39 +233,43 @@ def train(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False, pr
     fill = []
 
     def settle(record):
-        """Host-side handling of one step's metrics (called a step late)."""
+        """Host-side handling of one call's metrics (called a call late)."""
         nonlocal window_tokens
-        step_no, m = record
-        m = {k: float(v) for k, v in jax.device_get(m).items()}
-        if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
-            raise FloatingPointError(f"non-finite loss at step {step_no} (loss {m['loss']}, grad norm "
-                                     f"{m['grad_norm']})")
-        window_tokens += m["tokens"]
-        losses.append(m["loss"])
-        elapsed = time.perf_counter() - window_start
-        tps = window_tokens / elapsed if elapsed > 0 else 0.0
-        log({"step": step_no, "loss": m["loss"], "lr": m["lr"], "grad_norm": m["grad_norm"],
-             "tokens_per_s": tps})
-        bar.set_postfix(loss=f"{m['loss']:.3f}", lr=f"{m['lr']:.1e}", tok_s=f"{tps:,.0f}", refresh=False)
-        bar.update(1)
+        first_step, metrics = record
+        got = {key: np.atleast_1d(np.asarray(v, np.float64)) for key, v in jax.device_get(metrics).items()}
+        for j in range(len(got["loss"])):
+            step_no = first_step + j
+            m = {key: float(v[j]) for key, v in got.items()}
+            if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
+                raise FloatingPointError(f"non-finite loss at step {step_no} (loss {m['loss']}, grad norm "
+                                         f"{m['grad_norm']})")
+            window_tokens += m["tokens"]
+            losses.append(m["loss"])
+            elapsed = time.perf_counter() - window_start
+            tps = window_tokens / elapsed if elapsed > 0 else 0.0
+            log({"step": step_no, "loss": m["loss"], "lr": m["lr"], "grad_norm": m["grad_norm"],
+                 "tokens_per_s": tps})
+            bar.set_postfix(loss=f"{m['loss']:.3f}", lr=f"{m['lr']:.1e}", tok_s=f"{tps:,.0f}", refresh=False)
+            bar.update(1)
 
     try:
-        for step in range(start_step, end_step):
+        for step in range(start_step, end_step, k):
             if stop["signal"]:
                 status = "interrupted"
                 break
-            batch = next(batches)
+            chunk = [next(batches) for _ in range(k)]
             if step == start_step:
-                fill.append(non_pad_share(batch))
+                fill.append(non_pad_share(chunk[0]))
+            batch = chunk[0] if k == 1 else {key: np.stack([b[key] for b in chunk]) for key in chunk[0]}
             state, metrics = step_fn(state, batch, dropout_rng)
             if pending is not None:
                 settle(pending)
-                last_good_step = pending[0]
+                last_good_step = pending[0] + k - 1
             pending = (step + 1, metrics)
-            if step == start_step:  # the first step includes compilation: time tokens/s after it
+            if step == start_step:  # the first call includes compilation: time tokens/s after it
                 jax.block_until_ready(metrics)
                 window_tokens, window_start = 0.0, time.perf_counter()
-            done = step + 1
+            done = step + k
             if done % cfg.eval_every == 0 or done == total:
                 settle(pending)
                 last_good_step, pending = done, None
@@ -278,7 +288,7 @@ def train(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False, pr
                 ckpts.save(state, meta())
         if pending is not None:
             settle(pending)
-            last_good_step, pending = pending[0], None
+            last_good_step, pending = pending[0] + k - 1, None
     except FloatingPointError as err:
         status = "non-finite"
         bar.close()

@@ -27,6 +27,7 @@ def test_bench_prints_table_and_writes_json(data_dir, tmp_path, capsys):
     res = json.loads(out.read_text())
     frameworks = {r["framework"] for r in res["rows"]}
     assert {"jax jit", "jax jit (4 steps/call)", "torch eager", "jax packed", "torch original-style"} <= frameworks
+    assert res["ratios"]["end_to_end_jax_over_torch_original"] > 0
     assert all(r["tokens_per_s"] > 0 for r in res["rows"])
     assert set(res["ratios"]) >= {"same_work_jax_over_torch_eager", "end_to_end_jax_over_torch_original",
                                   "generation_cached_jax_over_reference"}

@@ -51,15 +51,32 @@ def test_tiny_run_learns_and_compiles_once(tmp_path, data_dir, packing):
     assert len(list((tmp_path / "run" / "best").iterdir())) == 1
 
 
-def test_resume_is_bit_exact(tmp_path, data_dir):
-    cfg = TINY.replace(optim=TINY.optim.__class__(**{**TINY.optim.__dict__, "steps": 20}), checkpoint_every=5)
-    run(cfg, tmp_path / "whole", data_dir)
-    first = run(cfg, tmp_path / "split", data_dir, stop_after=7)
-    assert first["status"] == "finished" and first["step"] == 7
+@pytest.mark.parametrize("k", [1, 2])
+def test_resume_is_bit_exact(tmp_path, data_dir, k):
+    cfg = TINY.replace(optim=TINY.optim.__class__(**{**TINY.optim.__dict__, "steps": 20}), checkpoint_every=4,
+                       steps_per_call=k)
+    whole_summary = run(cfg, tmp_path / "whole", data_dir)
+    assert whole_summary["compiles"] == {"train_step": 1, "eval_step": 1}
+    first = run(cfg, tmp_path / "split", data_dir, stop_after=6)
+    assert first["status"] == "finished" and first["step"] == 6
     run(cfg, tmp_path / "split", data_dir, resume=True)
     whole, split = losses(tmp_path / "whole"), losses(tmp_path / "split")
     assert sorted(split) == list(range(1, 21))
     assert whole == split  # float equality: the same bits, step for step
+
+
+def test_several_steps_per_call_train_the_same(tmp_path, data_dir):
+    one = run(TINY, tmp_path / "one", data_dir)
+    two = run(TINY.replace(steps_per_call=2), tmp_path / "two", data_dir)
+    assert one["compiles"] == two["compiles"] == {"train_step": 1, "eval_step": 1}
+    a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert sorted(a) == sorted(b) and max(abs(a[s] - b[s]) for s in a) <= 1e-6
+
+
+def test_steps_per_call_must_divide_the_cadences():
+    from guppy_jax.config import ConfigError
+    with pytest.raises(ConfigError, match=r"eval_every \(10\) must be a multiple of steps_per_call \(4\)"):
+        TINY.replace(steps_per_call=4, optim=TINY.optim.__class__(**{**TINY.optim.__dict__, "steps": 32}))
 
 
 def test_resume_refuses_a_different_config(tmp_path, data_dir):
