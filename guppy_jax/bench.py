@@ -226,6 +226,7 @@ def run(config="guppy-9m", device="auto", steps=20, batch_size=None, data_dir=No
     import jax
     import torch
 
+    from .data import make_batch, padded_row_len
     from .prepare import DEFAULT_OUT
     preset = PRESETS[config]
     cfg = preset.model.replace(dropout=0.0)  # timing only: dropout off in both
@@ -237,9 +238,7 @@ def run(config="guppy-9m", device="auto", steps=20, batch_size=None, data_dir=No
     dev_jax = jax.devices("gpu")[0] if use_gpu else jax.devices("cpu")[0]
     dev_torch = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
     samples = load_samples(cfg, data_dir or DEFAULT_OUT)
-    longest = max(len(s) for s in samples)
-    T = min(cfg.max_seq_len, -(-longest // 8) * 8)
-    from .data import make_batch
+    T = padded_row_len(samples, cfg.max_seq_len)
     rs = np.random.default_rng(0)
     same = [make_batch([[samples[i]] for i in rs.choice(len(samples), B, replace=False)], T)
             for _ in range(8)]

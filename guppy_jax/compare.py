@@ -30,7 +30,7 @@ def run_compare(config="guppy-9m", steps=100, dropout=False, data_dir=None, seed
 
     from .bench import load_samples
     from .convert_weights import params_to_state_dict, to_torch
-    from .data import Batches
+    from .data import Batches, padded_row_len
     from .model import init_params
     from .prepare import DEFAULT_OUT
     from .steps import create_state, train_step
@@ -40,7 +40,7 @@ def run_compare(config="guppy-9m", steps=100, dropout=False, data_dir=None, seed
     oc = dataclasses.replace(preset.optim, steps=steps, warmup_steps=min(preset.optim.warmup_steps, steps // 10))
     B = batch_size or preset.batch_size
     samples = load_samples(cfg, data_dir or DEFAULT_OUT)
-    T = min(cfg.max_seq_len, -(-max(len(s) for s in samples) // 8) * 8)
+    T = padded_row_len(samples, cfg.max_seq_len)
     batches = Batches(samples, B, T, packed=False, seed=seed)
     fixed = [next(batches) for _ in range(steps)]
 

@@ -100,6 +100,13 @@ def encode_texts(tok, texts: list[str], max_len: int, overflow: str = "truncate"
     return out
 
 
+def padded_row_len(samples: list[np.ndarray], max_len: int) -> int:
+    """The row length for one-conversation-per-row batches: the longest sample, rounded up
+    to a multiple of 8, at most max_len. One fixed shape for the whole run."""
+    longest = max(len(s) for s in samples)
+    return min(max_len, -(-longest // 8) * 8)
+
+
 def pack_rows(samples: list[np.ndarray], order: np.ndarray, seq_len: int, packed: bool) -> list[list[np.ndarray]]:
     """Group samples (in `order`) into rows of at most seq_len tokens: one each when not packed."""
     if not packed:
@@ -194,6 +201,18 @@ class Batches:
         rows = self._rows(self.epoch)
         for i in range(len(rows) // self.batch_size):
             yield make_batch(rows[i * self.batch_size:(i + 1) * self.batch_size], self.seq_len, self.pad_id)
+
+
+def mean_eval_loss(eval_fn, state, batches, max_batches: int) -> float:
+    """Mean cross-entropy per target token over at most max_batches of `batches`
+    (summed loss / summed count from eval_fn, so every token weighs the same)."""
+    loss_sum, tokens = 0.0, 0.0
+    for i, batch in enumerate(batches):
+        if i >= max_batches:
+            break
+        got = eval_fn(state, batch)
+        loss_sum, tokens = loss_sum + float(got["loss_sum"]), tokens + float(got["tokens"])
+    return loss_sum / max(tokens, 1.0)
 
 
 def non_pad_share(batch: dict) -> float:

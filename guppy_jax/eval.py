@@ -50,21 +50,14 @@ def eval_loss(cfg, params, tok, data_dir, batch_size: int = 32, max_batches: int
     """Mean cross-entropy per target token over the held-out conversations (padded rows)."""
     import jax
 
-    from .data import Batches, encode_texts, load_texts
+    from .data import Batches, encode_texts, load_texts, mean_eval_loss
     from .model import GuppyLM
     from .steps import eval_step, TrainState
     samples = encode_texts(tok, load_texts(Path(data_dir) / "eval.jsonl"), cfg.max_seq_len).samples
     batch_size = min(batch_size, len(samples))
     batches = Batches(samples, batch_size, cfg.max_seq_len, packed=False, shuffle=False)
     state = TrainState(step=0, apply_fn=GuppyLM(cfg).apply, params=params, tx=None, opt_state=None, lr_fn=None)
-    fn = jax.jit(eval_step)
-    total, count = 0.0, 0.0
-    for i, batch in enumerate(batches.one_pass()):
-        if i >= max_batches:
-            break
-        got = fn(state, batch)
-        total, count = total + float(got["loss_sum"]), count + float(got["tokens"])
-    return total / max(count, 1.0)
+    return mean_eval_loss(jax.jit(eval_step), state, batches.one_pass(), max_batches)
 
 
 def run_eval(run_dir, cases_path=DEFAULT_CASES, data_dir=DEFAULT_DATA, seed: int = 0,

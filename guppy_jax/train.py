@@ -90,7 +90,7 @@ def resolve_config(args, backend: str) -> tuple[str, TrainConfig, str]:
 # ----------------------------------------------------------------------------- data
 def load_data(cfg: TrainConfig, data_dir: Path, quiet: bool):
     """(tokenizer, train Batches, eval Batches, report dict); fails early on missing files."""
-    from .data import Batches, encode_texts, load_texts
+    from .data import Batches, encode_texts, load_texts, padded_row_len
     from .prepare import prepare
     from .tokenizer import load_tokenizer
 
@@ -113,8 +113,7 @@ def load_data(cfg: TrainConfig, data_dir: Path, quiet: bool):
     held = encode_texts(tok, load_texts(data_dir / "eval.jsonl"), max_len)
     seq_len = cfg.seq_len
     if seq_len == 0:
-        longest = max(len(s) for s in train.samples + held.samples)
-        seq_len = max_len if cfg.packing else min(max_len, -(-longest // 8) * 8)
+        seq_len = max_len if cfg.packing else padded_row_len(train.samples + held.samples, max_len)
     try:
         train_batches = Batches(train.samples, cfg.batch_size, seq_len, cfg.packing, seed=cfg.seed)
         eval_batches = Batches(held.samples, cfg.batch_size, seq_len, cfg.packing, shuffle=False)
@@ -145,13 +144,16 @@ def train(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False, pr
     import numpy as np
 
     from .checkpoint import RunCheckpoints, config_differences, read_run_config, write_run_config
-    from .data import non_pad_share
+    from .data import mean_eval_loss, non_pad_share
     from .model import init_params
     from .plots import plot_losses
     from .steps import create_state, eval_step, train_step, train_steps
 
     out = Path(out)
     started = time.perf_counter()
+    k = cfg.steps_per_call
+    if stop_after is not None and (stop_after <= 0 or stop_after % k):
+        raise TrainError(f"--stop-after ({stop_after}) must be a positive multiple of steps_per_call ({k})")
     if resume:
         saved = read_run_config(out)
         diffs = config_differences(saved, cfg)
@@ -187,23 +189,22 @@ def train(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False, pr
 
     def run_eval_step(state, batch):
         return eval_step(state, batch)
-    k = cfg.steps_per_call
     step_fn = jax.jit(run_train_step if k == 1 else run_train_steps, donate_argnums=0)
     eval_fn = jax.jit(run_eval_step)
-    metrics_log = open(out / "metrics.jsonl", "a" if resume else "w")
+    metrics_path = out / "metrics.jsonl"
+    kept = []
+    if resume and metrics_path.exists():  # drop lines past the checkpoint: they are redone now
+        kept = [line for line in metrics_path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= start_step]
+    metrics_log = open(metrics_path, "w")
+    metrics_log.writelines(line + "\n" for line in kept)
 
     def log(record):
         metrics_log.write(json.dumps(record) + "\n")
         metrics_log.flush()
 
     def evaluate():
-        loss_sum, tokens = 0.0, 0.0
-        for i, batch in enumerate(eval_batches.one_pass()):
-            if i >= cfg.eval_batches:
-                break
-            got = eval_fn(state, batch)
-            loss_sum, tokens = loss_sum + float(got["loss_sum"]), tokens + float(got["tokens"])
-        return loss_sum / max(tokens, 1.0)
+        return mean_eval_loss(eval_fn, state, eval_batches.one_pass(), cfg.eval_batches)
 
     def meta():
         return {"data_position": batches.position, "best_eval": best_eval}
@@ -215,8 +216,6 @@ def train(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False, pr
     previous_handler = signal.signal(signal.SIGINT, on_sigint)
 
     total = cfg.optim.steps
-    if stop_after is not None and stop_after % k:
-        raise TrainError(f"--stop-after ({stop_after}) must be a multiple of steps_per_call ({k})")
     end_step = total if stop_after is None else min(total, start_step + stop_after)
     from tqdm import tqdm
     bar = tqdm(total=total, initial=start_step, disable=quiet, unit="step", dynamic_ncols=True)
@@ -229,7 +228,7 @@ def train(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False, pr
             print(f"note: {data_report['truncated']} samples truncated and {data_report['dropped']} dropped "
                   f"(longer than {cfg.model.max_seq_len} tokens, or under 2)")
     pending, last_good_step, status = None, start_step, "finished"
-    window_tokens, window_start, losses = 0.0, time.perf_counter(), []
+    window_tokens, window_start = 0.0, time.perf_counter()
     fill = []
 
     def settle(record):
@@ -244,7 +243,6 @@ def train(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False, pr
                 raise FloatingPointError(f"non-finite loss at step {step_no} (loss {m['loss']}, grad norm "
                                          f"{m['grad_norm']})")
             window_tokens += m["tokens"]
-            losses.append(m["loss"])
             elapsed = time.perf_counter() - window_start
             tps = window_tokens / elapsed if elapsed > 0 else 0.0
             log({"step": step_no, "loss": m["loss"], "lr": m["lr"], "grad_norm": m["grad_norm"],

@@ -1,8 +1,9 @@
 """Measurements shared by the parity tests and the parity report.
 
 Every function builds the same weights in both frameworks (initialised in one,
-converted to the other), runs both on the same float32 inputs with dropout off,
-and returns `Check`s: a named quantity, its measured difference and its tolerance.
+converted to the other), runs both on the same inputs with dropout off, in float32 (or
+float64 where asked), and returns `Check`s: a named quantity, its measured difference
+and its tolerance.
 """
 from __future__ import annotations
 
