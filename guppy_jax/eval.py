@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import tomllib
 from dataclasses import dataclass
@@ -40,10 +41,12 @@ def load_cases(path) -> tuple[list[Case], int]:
 
 
 def score_answer(answer: str, case: Case, max_words: int) -> dict:
+    """A keyword hits when a word of the answer starts with it ("bubble" hits "bubbles";
+    "hi" does not hit "this")."""
     words = answer.split()
     text = answer.lower()
-    return {"hit": any(k in text for k in case.keywords), "lowercase": answer == answer.lower(),
-            "short": 0 < len(words) <= max_words}
+    hit = any(re.search(r"\b" + re.escape(k), text) for k in case.keywords)
+    return {"hit": hit, "lowercase": answer == answer.lower(), "short": 0 < len(words) <= max_words}
 
 
 def eval_loss(cfg, params, tok, data_dir, batch_size: int = 32, max_batches: int = 50) -> float:

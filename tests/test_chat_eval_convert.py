@@ -121,3 +121,12 @@ def test_bad_checkpoints_are_explained(run_dir, tmp_path, capsys):
     (tmp_path / "exp" / "config.json").write_text(json.dumps({**cfg, "hidden_size": 48, "d_model": 48}))
     assert convert.main(["import", str(tmp_path / "exp" / "pytorch_model.bin"), "--out", str(tmp_path / "z")]) == 1
     assert "tok_emb.weight: expected shape" in capsys.readouterr().err
+
+
+def test_keywords_match_at_word_starts():
+    case = guppy_eval.Case("greetings", "hey", ("hi", "bubble"))
+    assert guppy_eval.score_answer("hi there", case, 30)["hit"]
+    assert guppy_eval.score_answer("i chase bubbles.", case, 30)["hit"]
+    assert not guppy_eval.score_answer("this is a thing", case, 30)["hit"]
+    assert not guppy_eval.score_answer("Hello There", case, 30)["lowercase"]
+    assert not guppy_eval.score_answer("word " * 31, case, 30)["short"]
