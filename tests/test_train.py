@@ -145,3 +145,13 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path, data_dir):
     assert "interrupted: saved step" in output
     saved = [int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir()]
     assert len(saved) == 1 and saved[0] > 0
+
+
+def test_bfloat16_compute_trains_close_to_float32(tmp_path, data_dir):
+    run(TINY, tmp_path / "f32", data_dir)
+    summary = run(TINY.replace(dtype="bfloat16"), tmp_path / "bf16", data_dir)
+    a, b = losses(tmp_path / "f32"), losses(tmp_path / "bf16")
+    assert summary["status"] == "finished"
+    diffs = [abs(a[s] - b[s]) for s in a]
+    assert 0 < max(diffs) < 0.1  # really computed in bfloat16, and still the same training
+    assert b[TINY.optim.steps] < b[1] - 0.5
