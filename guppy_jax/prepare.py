@@ -14,12 +14,22 @@ import sys
 import time
 from pathlib import Path
 
+from .data import encode_texts, pack_rows
 from .persona import PersonaError, generate, load_persona, split, summarize, write_jsonl
 from .tokenizer import format_chat, train_tokenizer
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_PERSONA = REPO / "data" / "personas" / "guppy.toml"
 DEFAULT_OUT = REPO / "data" / "generated" / "guppy"
+
+
+def fill_shares(samples, seq_len: int = 128) -> dict:
+    """Share of row slots that hold real tokens, one conversation per row vs packed."""
+    import numpy as np
+    order = np.arange(len(samples))
+    tokens = sum(len(s) for s in samples)
+    return {mode: tokens / (len(pack_rows(samples, order, seq_len, packed)) * seq_len)
+            for mode, packed in (("padded", False), ("packed", True))}
 
 
 def prepare(persona_path=DEFAULT_PERSONA, out=DEFAULT_OUT, samples: int = 60_000, seed: int = 42,
@@ -35,18 +45,24 @@ def prepare(persona_path=DEFAULT_PERSONA, out=DEFAULT_OUT, samples: int = 60_000
     train, held_out = split(records, eval_fraction)
     write_jsonl(out / "train.jsonl", train)
     write_jsonl(out / "eval.jsonl", held_out)
-    tok = train_tokenizer((format_chat(r["input"], r["output"]) for r in train), vocab_size)
+    train_texts = [format_chat(r["input"], r["output"]) for r in train]
+    tok = train_tokenizer(train_texts, vocab_size)
     tok.save(str(out / "tokenizer.json"))
     summary = summarize(records)
+    encoded = encode_texts(tok, train_texts, 128)
     summary.update(persona=persona.name, seed=seed, train=len(train), eval=len(held_out),
-                   vocab_used=tok.get_vocab_size(), vocab_size=vocab_size)
+                   vocab_used=tok.get_vocab_size(), vocab_size=vocab_size,
+                   fill_at_128=fill_shares(encoded.samples), truncated_at_128=encoded.truncated)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
     if not quiet:
         counts = summary["per_topic"].values()
         print(f"persona {persona.name!r}: {summary['samples']} samples over {summary['topics']} topics "
               f"({min(counts)}-{max(counts)} each), {summary['unique_share']:.1%} unique outputs")
+        fill = summary["fill_at_128"]
         print(f"  train {len(train)}, eval {len(held_out)}; tokenizer: {tok.get_vocab_size()} of "
-              f"{vocab_size} ids used; written to {out} in {time.perf_counter() - start:.1f}s")
+              f"{vocab_size} ids used; real tokens in 128-token rows: {fill['padded']:.1%} one "
+              f"conversation per row, {fill['packed']:.1%} packed")
+        print(f"  written to {out} in {time.perf_counter() - start:.1f}s")
     return summary
 
 

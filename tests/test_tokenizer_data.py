@@ -123,3 +123,11 @@ def test_batch_larger_than_data_fails_early(tok):
     samples = encode_texts(tok, [format_chat("hi", "blub")] * 5, 32).samples
     with pytest.raises(DataError, match="batch size 8 is larger than the data"):
         Batches(samples, batch_size=8, seq_len=32, packed=False)
+
+
+def test_fill_shares_count_real_tokens():
+    from guppy_jax.prepare import fill_shares
+    samples = [np.ones(30, np.int32)] * 4 + [np.ones(70, np.int32)]
+    shares = fill_shares(samples, seq_len=128)
+    assert shares["padded"] == pytest.approx(190 / (5 * 128))
+    assert shares["packed"] == pytest.approx(190 / (2 * 128))  # [30,30,30] then [30,70]
