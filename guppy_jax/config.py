@@ -118,6 +118,8 @@ class OptimConfig:
             raise ConfigError(f"need grad_clip > 0 and weight_decay >= 0, got {self.grad_clip}, {self.weight_decay}")
 
 
+# Model configs the parity tests compare on (random tokens, so the vocab can be small). The
+# training presets below carry their own models: PRESETS["tiny"].model covers a real tokenizer.
 PRESET_MODELS = {
     "guppy-9m": ModelConfig(),
     "tiny": ModelConfig(vocab_size=256, max_seq_len=32, d_model=32, n_layers=2, n_heads=4,
