@@ -315,10 +315,12 @@ def train(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False, pr
     if status == "non-finite":
         raise TrainError(f"training stopped: non-finite loss (see above)")
     if show_samples and status == "finished":
+        from .chat import default_answer_len
         from .generate import generate
         from .tokenizer import decode, encode, format_prompt
         prompts = [encode(tok, format_prompt(p)) for p in PROMPTS]
-        answers = generate(cfg.model, state.params, prompts, jax.random.key(cfg.seed), max_new_tokens=48)
+        answers = generate(cfg.model, state.params, prompts, jax.random.key(cfg.seed),
+                           max_new_tokens=default_answer_len(cfg.model))
         print("\nwhat the model says now:")
         for p, a in zip(PROMPTS, answers):
             print(f"  You> {p}\n  Guppy> {decode(tok, a)}")
