@@ -6,17 +6,15 @@ leaves little room for history.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-DEFAULT_RUN = Path("runs/guppy")
+from . import cli
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m guppy_jax.chat", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", default=str(DEFAULT_RUN), help="run directory written by guppy_jax.train")
+def build_parser():
+    p = cli.make_parser("chat", __doc__)
+    cli.add_run_dir(p, "run directory written by guppy_jax.train", "--checkpoint")
     p.add_argument("--prompt", help="answer this one message and exit")
     p.add_argument("--temperature", type=float, default=0.7, help="0 is greedy")
     p.add_argument("--top-k", type=int, default=50, help="sample among the k likeliest tokens (0: off)")
@@ -25,12 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longest answer, in tokens (default: 64, or half the context if that is smaller)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--latest", action="store_true", help="use the latest checkpoint, not the best-eval one")
+    cli.add_quiet(p)
     return p
-
-
-def default_answer_len(cfg) -> int:
-    """The original's 64 new tokens, or half the context for models with a short one."""
-    return min(64, cfg.max_seq_len // 2)
 
 
 class Chatter:
@@ -41,13 +35,13 @@ class Chatter:
         import jax
 
         from .checkpoint import load_for_inference
+        from .generate import check_sampling, default_answer_len
+        check_sampling(temperature, top_k, top_p)
         self.cfg, self.params, self.tok = load_for_inference(run_dir, best=best)
         if max_new_tokens is None:
             max_new_tokens = default_answer_len(self.cfg)
         if not 0 < max_new_tokens < self.cfg.max_seq_len:
             raise ValueError(f"--max-new-tokens must be in [1, {self.cfg.max_seq_len - 1}], got {max_new_tokens}")
-        if temperature < 0 or top_k < 0 or not 0 < top_p <= 1:
-            raise ValueError("need temperature >= 0, top-k >= 0 and 0 < top-p <= 1")
         self.sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens)
         self.prompt_len = self.cfg.max_seq_len - max_new_tokens
         self.key, self.turn = jax.random.key(seed), 0
@@ -72,37 +66,41 @@ class Chatter:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from .checkpoint import CheckpointError
-    run_dir = Path(args.checkpoint)
+    from .generate import check_sampling
+    try:
+        check_sampling(args.temperature, args.top_k, args.top_p)
+    except ValueError as err:
+        return cli.error(err, cli.EXIT_USAGE)
+    run_dir = Path(args.run_dir)
     if not (run_dir / "config.json").exists():
-        print(f"no trained model in {run_dir}. Train one first:\n  python -m guppy_jax.train --out {run_dir}\n"
-              f"or import an original GuppyLM checkpoint:\n  python -m guppy_jax.convert import "
-              f"best_model.pt --out {run_dir}", file=sys.stderr)
-        return 1
+        return cli.error(f"no trained model in {run_dir}. Train one first:\n  python -m guppy_jax.train "
+                         f"--run-dir {run_dir}\nor import an original GuppyLM checkpoint:\n  python -m "
+                         f"guppy_jax.convert import best_model.pt --run-dir {run_dir}")
     try:
         chatter = Chatter(run_dir, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                           max_new_tokens=args.max_new_tokens, seed=args.seed, best=not args.latest)
     except (CheckpointError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return cli.error(err)
 
     def reply(message):
         text, notice = chatter.answer(message)
-        if notice:
+        if notice and not args.quiet:
             print(notice, file=sys.stderr)
         print(f"Guppy> {text}", flush=True)
 
     if args.prompt is not None:
         reply(args.prompt)
-        return 0
-    print("Talk to Guppy (empty line, 'quit' or Ctrl-D to leave).")
+        return cli.EXIT_OK
+    if not args.quiet:
+        print("Talk to Guppy (empty line, 'quit' or Ctrl-D to leave).")
     while True:
         try:
             message = input("You> ").strip()
         except (EOFError, KeyboardInterrupt):
             print()
-            return 0
+            return cli.EXIT_OK
         if not message or message.lower() in ("quit", "exit"):
-            return 0
+            return cli.EXIT_OK
         reply(message)
 
 

@@ -6,8 +6,9 @@ A run directory is self-contained:
   checkpoints/N/   periodic and final checkpoints (the latest `keep_checkpoints`)
   best/N/          the checkpoint with the lowest eval loss so far
   metrics.jsonl, loss_curve.png, summary.json
-A checkpoint holds the TrainState's arrays (step, params, opt_state) and, as JSON, the
-data iterator's position, so a resumed run continues bit for bit.
+A checkpoint holds three items: `params` (the weights, all that chat, eval and export
+read), `train_state` (step and optimizer state) and `meta` (JSON: the data iterator's
+position and the best eval loss), so a resumed run continues bit for bit.
 """
 from __future__ import annotations
 
@@ -39,38 +40,55 @@ class RunCheckpoints:
         self.periodic = _manager(self.run_dir / "checkpoints", keep)
         self.best = _manager(self.run_dir / "best", 1)
 
-    @staticmethod
-    def _arrays(state) -> dict:
-        return {"step": state.step, "params": state.params, "opt_state": state.opt_state}
-
     def save(self, state, meta: dict, best: bool = False) -> None:
         step = int(state.step)
         manager = self.best if best else self.periodic
         if step in manager.all_steps():
             return
-        manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(self._arrays(state)),
-                                                    meta=ocp.args.JsonSave(meta)))
+        items = ocp.args.Composite(
+            params=ocp.args.StandardSave(state.params),
+            train_state=ocp.args.StandardSave({"step": state.step, "opt_state": state.opt_state}),
+            meta=ocp.args.JsonSave(meta))
+        manager.save(step, args=items)
         manager.wait_until_finished()
 
     def latest_step(self):
         return self.periodic.latest_step()
 
-    def restore(self, state, step=None, best: bool = False):
-        """Fill `state` (a freshly created TrainState of the same config) from a checkpoint."""
+    def _pick(self, step, best: bool):
         manager = self.best if best else self.periodic
         step = manager.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"no checkpoint in {manager.directory}")
-        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, self._arrays(state))
+        return manager, step
+
+    def restore(self, state, step=None, best: bool = False):
+        """Fill `state` (a freshly created TrainState of the same config) from a checkpoint;
+        returns (state, meta)."""
+        manager, step = self._pick(step, best)
+        abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, {
+            "params": state.params, "train_state": {"step": state.step, "opt_state": state.opt_state}})
+        items = ocp.args.Composite(params=ocp.args.StandardRestore(abstract["params"]),
+                                   train_state=ocp.args.StandardRestore(abstract["train_state"]),
+                                   meta=ocp.args.JsonRestore())
+        got = self._restore(manager, step, items)
+        return state.replace(params=got["params"], step=got["train_state"]["step"],
+                             opt_state=got["train_state"]["opt_state"]), dict(got["meta"])
+
+    def restore_params(self, abstract_params, step=None, best: bool = False):
+        """Only the weights (no optimizer state is read or built), shaped like
+        `abstract_params` (e.g. `jax.eval_shape` of the model's init)."""
+        manager, step = self._pick(step, best)
+        items = ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params))
+        return self._restore(manager, step, items)["params"]
+
+    @staticmethod
+    def _restore(manager, step, items):
         try:
-            got = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                                 meta=ocp.args.JsonRestore()))
+            return manager.restore(step, args=items)
         except (ValueError, KeyError) as err:
             raise CheckpointError(f"checkpoint {manager.directory / str(step)} does not fit this "
                                   f"model config: {err}") from None
-        arrays = got["state"]
-        return state.replace(step=arrays["step"], params=arrays["params"],
-                             opt_state=arrays["opt_state"]), dict(got["meta"])
 
     def close(self):
         self.periodic.close()
@@ -113,9 +131,8 @@ def config_differences(saved: TrainConfig, now: TrainConfig) -> list[str]:
 
 def load_for_inference(run_dir, best: bool = True):
     """(ModelConfig, params, tokenizer) from a run directory: its best-eval checkpoint if
-    there is one, else its latest."""
-    from .model import init_params
-    from .steps import create_state
+    there is one, else its latest. Reads the weights only."""
+    from .model import abstract_params
     from .tokenizer import load_tokenizer
 
     run_dir = Path(run_dir)
@@ -126,8 +143,7 @@ def load_for_inference(run_dir, best: bool = True):
         use_best = best and ckpts.best.latest_step() is not None
         if not use_best and ckpts.latest_step() is None:
             raise CheckpointError(f"{run_dir} has no checkpoint yet")
-        state = create_state(cfg.model, cfg.optim, init_params(cfg.model, jax.random.key(0)))
-        state, _ = ckpts.restore(state, best=use_best)
+        params = ckpts.restore_params(abstract_params(cfg.model), best=use_best)
     finally:
         ckpts.close()
-    return cfg.model, state.params, tok
+    return cfg.model, params, tok

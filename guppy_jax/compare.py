@@ -7,8 +7,6 @@ wall time of each framework) into --out. Needs the `torch` extra.
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -16,47 +14,46 @@ from pathlib import Path
 
 import numpy as np
 
+from . import cli
 from .config import PRESETS
 
 
-def run_compare(config="guppy-9m", steps=100, dropout=False, data_dir=None, seed=0, batch_size=None,
+def run_compare(preset="guppy-9m", steps=100, dropout=False, data_dir=None, seed=0, batch_size=None,
                 quiet=False) -> dict:
+    """Train both frameworks from the same weights on the same batches; every loss of both."""
     import jax
     import torch
 
-    from reference_torch.model import GuppyLM as TorchGuppyLM
     from reference_torch.train import make_optimizer, to_torch_batch
     from reference_torch.train import train_step as torch_step
 
-    from .bench import load_samples
-    from .convert_weights import params_to_state_dict, to_torch
+    from .convert_weights import torch_model_from_params
     from .data import Batches, padded_row_len
+    from .datadir import load_samples
     from .model import init_params
-    from .prepare import DEFAULT_OUT
-    from .steps import create_state, train_step
+    from .steps import create_state, make_train_step
 
-    preset = PRESETS[config]
-    cfg = preset.model if dropout else preset.model.replace(dropout=0.0)
-    oc = dataclasses.replace(preset.optim, steps=steps, warmup_steps=min(preset.optim.warmup_steps, steps // 10))
-    B = batch_size or preset.batch_size
-    samples = load_samples(cfg, data_dir or DEFAULT_OUT)
+    train_cfg = PRESETS[preset]
+    cfg = train_cfg.model if dropout else train_cfg.model.replace(dropout=0.0)
+    oc = train_cfg.optim.replace(steps=steps, warmup_steps=min(train_cfg.optim.warmup_steps, steps // 10))
+    B = batch_size or train_cfg.batch_size
+    samples = load_samples(data_dir or cli.DEFAULT_DATA, cfg.max_seq_len, cfg.vocab_size)
     T = padded_row_len(samples, cfg.max_seq_len)
     batches = Batches(samples, B, T, packed=False, seed=seed)
     fixed = [next(batches) for _ in range(steps)]
 
     params = init_params(cfg, jax.random.key(seed))
     torch.manual_seed(seed)
-    model = TorchGuppyLM(cfg)
-    model.load_state_dict(to_torch(params_to_state_dict(jax.device_get(params), cfg)), strict=True)
+    model = torch_model_from_params(jax.device_get(params), cfg)
     opt, sched = make_optimizer(model, oc)
     state = create_state(cfg, oc, params)
     rng = jax.random.key(seed + 1)
-    step = jax.jit(lambda s, b: train_step(s, b, rng, dropout=dropout), donate_argnums=0)
+    step = make_train_step(dropout=dropout)
 
     losses_j, losses_t, wall = [], [], {"jax": 0.0, "torch": 0.0}
     for i, batch in enumerate(fixed):
         t = time.perf_counter()
-        state, metrics = step(state, batch)
+        state, metrics = step(state, batch, rng)
         losses_j.append(float(metrics["loss"]))
         wall["jax"] += time.perf_counter() - t
         t = time.perf_counter()
@@ -68,7 +65,7 @@ def run_compare(config="guppy-9m", steps=100, dropout=False, data_dir=None, seed
             print(f"step {i + 1}/{steps}: jax {losses_j[-1]:.4f}  torch {losses_t[-1]:.4f}  "
                   f"|diff| {abs(losses_j[-1] - losses_t[-1]):.2e}", flush=True)
     diff = np.abs(np.array(losses_j) - np.array(losses_t))
-    return {"config": config, "steps": steps, "dropout": dropout, "batch": [B, T], "seed": seed,
+    return {"config": preset, "steps": steps, "dropout": dropout, "batch": [B, T], "seed": seed,
             "jax_losses": losses_j, "torch_losses": losses_t, "max_abs_diff": float(diff.max()),
             "final_abs_diff": float(diff[-1]), "first_step_abs_diff": float(diff[0]),
             "wall_s": wall, "date": time.strftime("%Y-%m-%d"), "jax": jax.__version__,
@@ -97,21 +94,27 @@ def plot_compare(res: dict, png_path) -> None:
     plt.close(fig)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m guppy_jax.compare", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--config", choices=sorted(PRESETS), default="guppy-9m", help="model and batch preset")
-    p.add_argument("--steps", type=int, default=100, help="training steps for both")
+def build_parser():
+    p = cli.make_parser("compare", __doc__)
+    cli.add_preset(p, PRESETS, "model and batch preset", default="guppy-9m", legacy_alias=True)
+    p.add_argument("--steps", type=cli.positive_int, default=100, help="training steps for both")
     p.add_argument("--dropout", action="store_true", help="train with dropout (each framework its own RNG)")
-    p.add_argument("--batch-size", type=int, help="default: the preset's")
-    p.add_argument("--data-dir", help="prepared data (default: data/generated/guppy, made if missing)")
+    p.add_argument("--batch-size", type=cli.positive_int, help="default: the preset's")
+    cli.add_data_dir(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/compare", help="directory for compare.png and compare.json")
-    args = p.parse_args(argv)
-    if args.steps < 1:
-        print("error: --steps must be at least 1", file=sys.stderr)
-        return 2
-    res = run_compare(args.config, args.steps, args.dropout, args.data_dir, args.seed, args.batch_size)
+    cli.add_quiet(p)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from .data import DataError
+    try:
+        res = run_compare(args.preset, args.steps, args.dropout, args.data_dir, args.seed, args.batch_size,
+                          args.quiet)
+    except DataError as err:
+        return cli.error(err)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare.json").write_text(json.dumps(res, indent=1) + "\n")
@@ -119,7 +122,7 @@ def main(argv=None) -> int:
     print(f"max |loss diff| over {res['steps']} steps: {res['max_abs_diff']:.2e} (last step "
           f"{res['final_abs_diff']:.2e}); wall: jax {res['wall_s']['jax']:.1f}s, torch "
           f"{res['wall_s']['torch']:.1f}s; wrote {out / 'compare.png'} and {out / 'compare.json'}")
-    return 0
+    return cli.EXIT_OK
 
 
 if __name__ == "__main__":

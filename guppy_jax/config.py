@@ -117,13 +117,17 @@ class OptimConfig:
         if self.grad_clip <= 0 or self.weight_decay < 0:
             raise ConfigError(f"need grad_clip > 0 and weight_decay >= 0, got {self.grad_clip}, {self.weight_decay}")
 
+    def replace(self, **changes) -> "OptimConfig":
+        return dataclasses.replace(self, **changes)
 
-# Model configs the parity tests compare on (random tokens, so the vocab can be small). The
-# training presets below carry their own models: PRESETS["tiny"].model covers a real tokenizer.
-PRESET_MODELS = {
+
+# Model configs the parity tests compare on (random tokens, so the vocab can be small).
+# Not training presets: those are PRESETS below, each with its own model ("tiny" there is
+# a different, real-tokenizer-sized model from "micro" here).
+PARITY_MODELS = {
     "guppy-9m": ModelConfig(),
-    "tiny": ModelConfig(vocab_size=256, max_seq_len=32, d_model=32, n_layers=2, n_heads=4,
-                        ffn_hidden=64),
+    "micro": ModelConfig(vocab_size=256, max_seq_len=32, d_model=32, n_layers=2, n_heads=4,
+                         ffn_hidden=64),
 }
 
 

@@ -1,8 +1,8 @@
 """Move GuppyLM checkpoints between the original PyTorch format and guppy-jax runs.
 
-    python -m guppy_jax.convert import best_model.pt --out runs/original
-    python -m guppy_jax.convert import pytorch_model.bin --out runs/original   # config.json beside it
-    python -m guppy_jax.convert export runs/guppy --out exported/
+    python -m guppy_jax.convert import best_model.pt --run-dir runs/original
+    python -m guppy_jax.convert import pytorch_model.bin --run-dir runs/original   # config.json beside it
+    python -m guppy_jax.convert export --run-dir runs/guppy --out exported/
 
 `import` takes a `best_model.pt`-style dict ({"model_state_dict", "config", ...}) or a bare
 state dict with a config.json beside it (GuppyLM's own keys or the hub names) and writes a
@@ -13,11 +13,11 @@ Needs the `torch` extra.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
+from . import cli
 from .config import ConfigError, ModelConfig, PRESETS
 from .convert_weights import WeightsError, params_to_state_dict, state_dict_to_params
 
@@ -109,30 +109,38 @@ def export_checkpoint(run_dir, out) -> Path:
     return out
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m guppy_jax.convert", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+def build_parser():
+    p = cli.make_parser("convert", __doc__, raw=True)
+    p.epilog = __doc__.split("\n\n", 1)[1] + "\n" + cli.EXIT_CODES
     sub = p.add_subparsers(dest="command", required=True)
-    imp = sub.add_parser("import", help="PyTorch checkpoint -> guppy-jax run directory")
+    imp = sub.add_parser("import", help="PyTorch checkpoint -> guppy-jax run directory", epilog=cli.EXIT_CODES)
     imp.add_argument("source", help="best_model.pt or pytorch_model.bin")
-    imp.add_argument("--out", required=True, help="run directory to create")
+    cli.add_run_dir(imp, "run directory to create", "--out", required=True)
     imp.add_argument("--tokenizer", help="tokenizer.json (default: the one beside the source)")
-    exp = sub.add_parser("export", help="guppy-jax run directory -> pytorch_model.bin + config.json")
-    exp.add_argument("run_dir")
+    cli.add_quiet(imp)
+    exp = sub.add_parser("export", help="guppy-jax run directory -> pytorch_model.bin + config.json",
+                         epilog=cli.EXIT_CODES)
+    exp.add_argument("run_dir_pos", nargs="?", metavar="RUN_DIR", help="run directory (or use --run-dir)")
+    cli.add_run_dir(exp, "run directory to export (default: %(default)s)")
     exp.add_argument("--out", required=True, help="directory to write")
-    args = p.parse_args(argv)
+    cli.add_quiet(exp)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     from .checkpoint import CheckpointError
     try:
         if args.command == "import":
-            where = import_checkpoint(args.source, args.out, args.tokenizer)
-            print(f"imported {args.source} into {where}; try: python -m guppy_jax.chat --checkpoint {where}")
+            where = import_checkpoint(args.source, args.run_dir, args.tokenizer)
+            print(f"imported {args.source} into {where}; try: python -m guppy_jax.chat --run-dir {where}")
         else:
-            where = export_checkpoint(args.run_dir, args.out)
-            print(f"exported {args.run_dir} to {where / 'pytorch_model.bin'} (+ config.json, tokenizer.json)")
+            run_dir = args.run_dir_pos or args.run_dir
+            where = export_checkpoint(run_dir, args.out)
+            print(f"exported {run_dir} to {where / 'pytorch_model.bin'} (+ config.json, tokenizer.json)")
     except (ConvertError, WeightsError, CheckpointError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+        return cli.error(err)
+    return cli.EXIT_OK
 
 
 if __name__ == "__main__":

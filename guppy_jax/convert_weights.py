@@ -120,3 +120,11 @@ def to_torch(state_dict: dict) -> dict:
     """numpy state dict -> torch tensors (needs the `torch` extra)."""
     import torch
     return {key: torch.from_numpy(np.array(value)) for key, value in state_dict.items()}
+
+
+def torch_model_from_params(params: dict, cfg: ModelConfig):
+    """A `reference_torch` GuppyLM holding these Flax params (loaded strictly), in eval mode."""
+    from reference_torch.model import GuppyLM
+    model = GuppyLM(cfg)
+    model.load_state_dict(to_torch(params_to_state_dict(params, cfg)), strict=True)
+    return model.eval()

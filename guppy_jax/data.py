@@ -124,6 +124,22 @@ def pack_rows(samples: list[np.ndarray], order: np.ndarray, seq_len: int, packed
     return rows
 
 
+def shifted_batch(seqs, width: int, pad_id: int = 0) -> dict:
+    """Token sequences, each right-padded to `width` tokens, shifted into (B, width - 1)
+    `inputs`/`targets`/`loss_mask` (int64, as PyTorch wants them): the original's batch,
+    one conversation per row, a target counting where it is not padding."""
+    seq = np.full((len(seqs), width), pad_id, np.int64)
+    for row, ids in enumerate(seqs):
+        seq[row, :len(ids)] = ids
+    targets = seq[:, 1:]
+    return {"inputs": seq[:, :-1], "targets": targets, "loss_mask": targets != pad_id}
+
+
+def stack_batches(batches: list[dict]) -> dict:
+    """k batches of (B, T) arrays -> one batch of (k, B, T) arrays, for `steps.train_steps`."""
+    return {key: np.stack([b[key] for b in batches]) for key in batches[0]}
+
+
 def make_batch(rows: list[list[np.ndarray]], seq_len: int, pad_id: int = 0) -> dict:
     """Rows of conversations -> the (B, seq_len) arrays. Target t is the next token of the
     same conversation; targets across a boundary or onto padding are masked out."""

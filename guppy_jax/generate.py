@@ -6,6 +6,8 @@ token gets position = its index in its own prompt (as if it were alone). The fir
 call runs the whole buffer once (prefill); each new token then costs one position.
 Temperature, top-k and top-p are traced values, so changing them does not recompile;
 the shapes (batch, prompt_len, max_new_tokens) decide the one compilation.
+
+Shape suffixes as in model.py, plus N: new tokens (max_new_tokens).
 """
 from __future__ import annotations
 
@@ -17,6 +19,18 @@ import numpy as np
 
 from .config import ModelConfig
 from .model import GuppyLM
+
+
+def default_answer_len(cfg: ModelConfig) -> int:
+    """The original's 64 new tokens, or half the context for models with a short one."""
+    return min(64, cfg.max_seq_len // 2)
+
+
+def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
+    """ValueError unless temperature >= 0, top_k >= 0 and 0 < top_p <= 1 (NaN fails too)."""
+    if not (temperature >= 0 and top_k >= 0 and 0 < top_p <= 1):
+        raise ValueError(f"need temperature >= 0, top-k >= 0 and 0 < top-p <= 1, got temperature "
+                         f"{temperature}, top-k {top_k}, top-p {top_p}")
 
 
 def left_pad(prompts: list[list[int]], prompt_len: int, pad_id: int):

@@ -41,6 +41,31 @@ def layer_norm(name: str, dtype) -> nn.LayerNorm:
 
 
 # ----------------------------------------------------------------------------- Attention
+class KVCache(nn.Module):
+    """The decoding cache of one Attention layer: keys, values and segment ids of every
+    slot written so far, in fixed (B, S = max_seq_len) buffers of the 'cache' collection.
+
+    Each call writes this step's T positions at the cache index and returns the whole
+    buffers, plus the slot of the first new position (so queries know where they are).
+    """
+    max_len: int
+
+    @nn.compact
+    def __call__(self, k_BTHK, v_BTHK, segment_ids_BT):
+        B, T, H, K = k_BTHK.shape
+        S = self.max_len
+        k = self.variable("cache", "k", jnp.zeros, (B, S, H, K), k_BTHK.dtype)
+        v = self.variable("cache", "v", jnp.zeros, (B, S, H, K), v_BTHK.dtype)
+        seg = self.variable("cache", "segment_ids", jnp.zeros, (B, S), jnp.int32)
+        index = self.variable("cache", "index", lambda: jnp.array(0, jnp.int32))
+        start = index.value
+        k.value = jax.lax.dynamic_update_slice(k.value, k_BTHK, (0, start, 0, 0))
+        v.value = jax.lax.dynamic_update_slice(v.value, v_BTHK, (0, start, 0, 0))
+        seg.value = jax.lax.dynamic_update_slice(seg.value, segment_ids_BT.astype(jnp.int32), (0, start))
+        index.value = start + T
+        return k.value, v.value, seg.value, start
+
+
 class Attention(nn.Module):
     cfg: ModelConfig
     dtype: jnp.dtype = jnp.float32
@@ -51,27 +76,15 @@ class Attention(nn.Module):
         B, T, D = x_BTD.shape
         H, K = cfg.n_heads, cfg.head_dim
         qkv_BT3HK = dense(3 * D, "qkv", self.dtype)(x_BTD).reshape(B, T, 3, H, K)
-        q_BTHK, k_BTHK, v_BTHK = qkv_BT3HK[:, :, 0], qkv_BT3HK[:, :, 1], qkv_BT3HK[:, :, 2]
-
-        q_slot_T = jnp.arange(T)
-        seg_k_BS = segment_ids_BT
-        if decode:  # write this step's keys/values into the cache, attend over all of it
-            S = cfg.max_seq_len
-            ck = self.variable("cache", "k", jnp.zeros, (B, S, H, K), k_BTHK.dtype)
-            cv = self.variable("cache", "v", jnp.zeros, (B, S, H, K), v_BTHK.dtype)
-            cseg = self.variable("cache", "segment_ids", jnp.zeros, (B, S), jnp.int32)
-            cidx = self.variable("cache", "index", lambda: jnp.array(0, jnp.int32))
-            start = cidx.value
-            ck.value = jax.lax.dynamic_update_slice(ck.value, k_BTHK, (0, start, 0, 0))
-            cv.value = jax.lax.dynamic_update_slice(cv.value, v_BTHK, (0, start, 0, 0))
-            cseg.value = jax.lax.dynamic_update_slice(
-                cseg.value, segment_ids_BT.astype(jnp.int32), (0, start))
-            cidx.value = start + T
-            k_BTHK, v_BTHK, seg_k_BS = ck.value, cv.value, cseg.value
+        q_BTHK, k_BSHK, v_BSHK = qkv_BT3HK[:, :, 0], qkv_BT3HK[:, :, 1], qkv_BT3HK[:, :, 2]
+        q_slot_T, seg_k_BS = jnp.arange(T), segment_ids_BT
+        if decode:  # attend over every cached slot; this step's queries sit at start..start+T-1
+            k_BSHK, v_BSHK, seg_k_BS, start = KVCache(cfg.max_seq_len, name="cache")(
+                k_BSHK, v_BSHK, segment_ids_BT)
             q_slot_T = start + q_slot_T
-        S = k_BTHK.shape[1]
+        S = k_BSHK.shape[1]
 
-        scores_BHTS = jnp.einsum("bthk,bshk->bhts", q_BTHK, k_BTHK) / math.sqrt(K)
+        scores_BHTS = jnp.einsum("bthk,bshk->bhts", q_BTHK, k_BSHK) / math.sqrt(K)
         causal_TS = jnp.arange(S)[None, :] <= q_slot_T[:, None]
         same_seg_BTS = segment_ids_BT[:, :, None] == seg_k_BS[:, None, :]
         mask_BHTS = (causal_TS[None] & same_seg_BTS)[:, None]
@@ -81,7 +94,7 @@ class Attention(nn.Module):
         self.sow("intermediates", "attn_probs", probs_BHTS)
         probs_BHTS = nn.Dropout(cfg.dropout)(probs_BHTS, deterministic=deterministic)
 
-        y_BTHK = jnp.einsum("bhts,bshk->bthk", probs_BHTS.astype(v_BTHK.dtype), v_BTHK)
+        y_BTHK = jnp.einsum("bhts,bshk->bthk", probs_BHTS.astype(v_BSHK.dtype), v_BSHK)
         out_BTD = dense(D, "out", self.dtype)(y_BTHK.reshape(B, T, D))
         self.sow("intermediates", "attn_out", out_BTD)
         return out_BTD
@@ -150,6 +163,12 @@ def init_params(cfg: ModelConfig, rng: jax.Array) -> dict:
     """A fresh params pytree: every weight N(0, 0.02), biases zero, LayerNorms (1, 0)."""
     dummy_BT = jnp.zeros((1, cfg.max_seq_len), jnp.int32)
     return GuppyLM(cfg).init(rng, dummy_BT)["params"]
+
+
+def abstract_params(cfg: ModelConfig) -> dict:
+    """The params pytree's shapes and dtypes (jax.ShapeDtypeStruct leaves), computing nothing:
+    what a checkpoint restore needs to know."""
+    return jax.eval_shape(lambda: init_params(cfg, jax.random.key(0)))
 
 
 def forward_with_intermediates(cfg: ModelConfig, params: dict, tokens_BT, dtype=jnp.float32, **kwargs):

@@ -19,11 +19,17 @@ from .model import GuppyLM
 from .schedule import warmup_cosine
 
 
-def lm_loss(logits_BTV, targets_BT, mask_BT):
-    """Mean cross-entropy over the targets where mask is true; 0 (not NaN) when none are."""
+def masked_ce_sum(logits_BTV, targets_BT, mask_BT):
+    """(summed cross-entropy over the targets where mask is true, how many there are)."""
     ce_BT = optax.softmax_cross_entropy_with_integer_labels(logits_BTV, targets_BT)
     mask_BT = mask_BT.astype(ce_BT.dtype)
-    return (ce_BT * mask_BT).sum() / jnp.maximum(mask_BT.sum(), 1.0)
+    return (ce_BT * mask_BT).sum(), mask_BT.sum()
+
+
+def lm_loss(logits_BTV, targets_BT, mask_BT):
+    """Mean cross-entropy over the targets where mask is true; 0 (not NaN) when none are."""
+    loss_sum, count = masked_ce_sum(logits_BTV, targets_BT, mask_BT)
+    return loss_sum / jnp.maximum(count, 1.0)
 
 
 def lr_schedule(oc: OptimConfig):
@@ -92,13 +98,13 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, dropout: bool = T
     return new_state, metrics
 
 
-def eval_step(state: TrainState, batch: dict):
-    """Summed loss and target count, so means over many batches weight every token alike."""
-    logits_BTV = state.apply_fn({"params": state.params}, batch["inputs"], batch.get("positions"),
-                                batch.get("segment_ids"), deterministic=True)
-    ce_BT = optax.softmax_cross_entropy_with_integer_labels(logits_BTV, batch["targets"])
-    mask_BT = batch["loss_mask"].astype(ce_BT.dtype)
-    return {"loss_sum": (ce_BT * mask_BT).sum(), "tokens": mask_BT.sum()}
+def eval_step(apply_fn, params, batch: dict):
+    """Summed loss and target count, so means over many batches weight every token alike.
+    Needs only the params: no optimizer, no TrainState."""
+    logits_BTV = apply_fn({"params": params}, batch["inputs"], batch.get("positions"),
+                          batch.get("segment_ids"), deterministic=True)
+    loss_sum, count = masked_ce_sum(logits_BTV, batch["targets"], batch["loss_mask"])
+    return {"loss_sum": loss_sum, "tokens": count}
 
 
 def train_steps(state: TrainState, batches: dict, rng: jax.Array, dropout: bool = True):
@@ -108,3 +114,24 @@ def train_steps(state: TrainState, batches: dict, rng: jax.Array, dropout: bool 
     def body(s, batch):
         return train_step(s, batch, rng, dropout)
     return jax.lax.scan(body, state, batches)
+
+
+def make_train_step(steps_per_call: int = 1, dropout: bool = True, donate: bool = True):
+    """`train_step` (or `train_steps` over k stacked batches) jitted as fn(state, batch, rng).
+
+    The state is donated: its buffers are reused for the new state, so the caller must
+    use only what comes back. Each call makes a fresh function with its own compile
+    cache, so `fn._cache_size()` counts this caller's compilations alone.
+    """
+    def step(state, batch, rng):
+        if steps_per_call == 1:
+            return train_step(state, batch, rng, dropout)
+        return train_steps(state, batch, rng, dropout)
+    return jax.jit(step, donate_argnums=0 if donate else ())
+
+
+def make_eval_step(apply_fn):
+    """`eval_step` jitted as fn(params, batch), with a fresh compile cache."""
+    def step(params, batch):
+        return eval_step(apply_fn, params, batch)
+    return jax.jit(step)

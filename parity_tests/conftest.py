@@ -1,8 +1,10 @@
+import jax
 import pytest
 
-from guppy_jax.config import PRESET_MODELS
+from guppy_jax.config import PARITY_MODELS
+from parity_tests.measure import parity_precision
 
-CONFIGS = {"tiny": PRESET_MODELS["tiny"], "9m": PRESET_MODELS["guppy-9m"]}
+CONFIGS = {"micro": PARITY_MODELS["micro"], "9m": PARITY_MODELS["guppy-9m"]}
 
 
 def assert_all(checks):
@@ -10,6 +12,14 @@ def assert_all(checks):
     assert checks, "no quantity was compared"
     bad = [str(c) for c in checks if not c.ok]
     assert not bad, "out of tolerance:\n  " + "\n  ".join(bad)
+
+
+@pytest.fixture(autouse=True)
+def full_float32_matmuls():
+    """Every parity test runs at "highest" matmul precision, and only the parity tests."""
+    with parity_precision():
+        assert jax.config.jax_default_matmul_precision == "highest"
+        yield
 
 
 @pytest.fixture(params=list(CONFIGS), ids=list(CONFIGS))

@@ -17,16 +17,32 @@ import numpy as np
 import torch
 
 from guppy_jax.config import ModelConfig, OptimConfig
-from guppy_jax.convert_weights import params_to_state_dict, state_dict_to_params, to_torch
+from guppy_jax.convert_weights import (params_to_state_dict, state_dict_to_params,
+                                       torch_model_from_params)
+from guppy_jax.data import shifted_batch
 from guppy_jax.generate import generate, greedy_uncached
 from guppy_jax.model import GuppyLM, forward_with_intermediates, init_params
-from guppy_jax.steps import batch_loss, create_state, lm_loss, train_step
+from guppy_jax.steps import batch_loss, create_state, make_train_step
 from reference_torch import model as ref
 from reference_torch import train as ref_train
 
-# TF32 would make JAX's GPU matmuls differ from PyTorch's by ~1e-3; parity needs full float32.
-jax.config.update("jax_default_matmul_precision", "highest")
-torch.backends.cuda.matmul.allow_tf32 = False
+
+@contextlib.contextmanager
+def parity_precision():
+    """Full float32 matmuls in both frameworks while the block runs, then the user's settings
+    again. On GPUs JAX's default matmul precision is TF32, which would make JAX differ from
+    PyTorch by ~1e-3; parity needs "highest" (and PyTorch's TF32 off). Scoped, so that unit
+    tests in the same process run at the defaults users get."""
+    saved = (jax.config.jax_default_matmul_precision, torch.backends.cuda.matmul.allow_tf32,
+             torch.backends.cudnn.allow_tf32)
+    jax.config.update("jax_default_matmul_precision", "highest")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        jax.config.update("jax_default_matmul_precision", saved[0])
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[1], saved[2]
 
 
 @dataclass
@@ -62,8 +78,7 @@ def pair(cfg: ModelConfig, source: str, seed: int = 0, dtype: str = "float32"):
         params = state_dict_to_params(model.state_dict(), cfg)
     elif source == "flax":
         params = init_params(cfg, jax.random.key(seed))
-        model = ref.GuppyLM(cfg)
-        model.load_state_dict(to_torch(params_to_state_dict(params, cfg)), strict=True)
+        model = torch_model_from_params(params, cfg)
     else:
         raise ValueError(source)
     if dtype == "float64":
@@ -75,11 +90,7 @@ def padded_batch(cfg: ModelConfig, lengths: list[int], seed: int = 0) -> dict:
     """Right-padded rows of the given lengths (<= max_seq_len + 1), shifted into
     inputs/targets with the pad targets masked out."""
     rs = np.random.RandomState(seed)
-    seq = np.full((len(lengths), cfg.max_seq_len + 1), cfg.pad_id, np.int64)
-    for row, n in enumerate(lengths):
-        seq[row, :n] = rs.randint(3, cfg.vocab_size, n)
-    targets = seq[:, 1:]
-    return {"inputs": seq[:, :-1], "targets": targets, "loss_mask": targets != cfg.pad_id}
+    return shifted_batch([rs.randint(3, cfg.vocab_size, n) for n in lengths], cfg.max_seq_len + 1, cfg.pad_id)
 
 
 def default_lengths(cfg: ModelConfig) -> list[int]:
@@ -213,13 +224,13 @@ def _check_training(cfg, source, n_steps, oc, dtype, n_batches, param_tol, curve
     batches = [padded_batch(cfg, default_lengths(cfg), seed=i) for i in range(n_batches)]
     opt, sched = ref_train.make_optimizer(model, oc)
     state = create_state(cfg, oc, params, jnp.dtype(dtype))
-    step = jax.jit(lambda s, b: train_step(s, b, jax.random.key(0), dropout=False))
+    step = make_train_step(dropout=False)
     losses_j, losses_t = [], []
     for i in range(n_steps):
         batch = batches[i % n_batches]
         losses_t.append(ref_train.train_step(model, opt, sched, ref_train.to_torch_batch(batch),
                                              oc.grad_clip))
-        state, metrics = step(state, jax_batch(batch))
+        state, metrics = step(state, jax_batch(batch), jax.random.key(0))
         losses_j.append(float(metrics["loss"]))
     label = f"{tag(source, dtype)} after {n_steps} update{'s' * (n_steps > 1)}"
     checks = [Check(f"{label}: params", _param_diff(model, state.params, cfg, dtype), param_tol)]
@@ -232,18 +243,17 @@ def trained_pair(cfg: ModelConfig, steps: int = 40):
     """Weights trained a little on a repeating pattern, so greedy decoding is not degenerate."""
     cfg = cfg.replace(dropout=0.0)
     oc = OptimConfig(lr=3e-3, min_lr=3e-3, warmup_steps=0, steps=steps)
-    model, params = pair(cfg, "torch")
+    _, params = pair(cfg, "torch")
     rs = np.random.RandomState(1)
     cycle = rs.permutation(np.arange(3, cfg.vocab_size))[:24]
     state = create_state(cfg, oc, params)
-    step = jax.jit(lambda s, b: train_step(s, b, jax.random.key(0), dropout=False))
+    step = make_train_step(dropout=False)
     for i in range(steps):
         starts = rs.randint(0, len(cycle), 4)
         seq = np.stack([np.roll(cycle, -s)[np.arange(cfg.max_seq_len + 1) % len(cycle)] for s in starts])
         batch = {"inputs": seq[:, :-1], "targets": seq[:, 1:], "loss_mask": np.ones_like(seq[:, 1:], bool)}
-        state, _ = step(state, jax_batch(batch))
-    model.load_state_dict(to_torch(params_to_state_dict(jax.device_get(state.params), cfg)), strict=True)
-    return cfg, model.eval(), state.params, cycle
+        state, _ = step(state, jax_batch(batch), jax.random.key(0))
+    return cfg, torch_model_from_params(jax.device_get(state.params), cfg), state.params, cycle
 
 
 ONE_UPDATE = OptimConfig(warmup_steps=0, steps=50)  # no warmup, so update 1 has the full lr

@@ -1,7 +1,7 @@
 """Print the parity table: every compared quantity, its measured difference and its tolerance.
 
     python -m parity_tests.report            # the 9M config (about 3 minutes on 2 cores)
-    python -m parity_tests.report --config tiny
+    python -m parity_tests.report --model micro
     python -m parity_tests.report --markdown # the table as in the README
 
 Rows that repeat per layer are folded into one (the worst layer), so the table stays short;
@@ -13,10 +13,11 @@ import argparse
 import re
 import sys
 
+from guppy_jax.config import PARITY_MODELS, OptimConfig
 from parity_tests.measure import (FIFTY_UPDATES, FLOAT32_9M_TOLERANCES, ONE_UPDATE, SCHEDULE_STEPS,
                                   Check, check_causality, check_forward, check_greedy,
-                                  check_loss_and_grads, check_packing, check_schedule, check_training)
-from guppy_jax.config import OptimConfig, PRESET_MODELS
+                                  check_loss_and_grads, check_packing, check_schedule, check_training,
+                                  parity_precision)
 
 
 def collect(cfg, big: bool) -> list[Check]:
@@ -58,11 +59,13 @@ def _ratio(c: Check) -> float:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", choices=["guppy-9m", "tiny"], default="guppy-9m")
+    parser.add_argument("--model", "--config", dest="model", choices=sorted(PARITY_MODELS), default="guppy-9m",
+                        help="parity model: guppy-9m (the original) or micro (seconds)")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     args = parser.parse_args(argv)
-    cfg = PRESET_MODELS[args.config]
-    checks = collect(cfg, big=args.config == "guppy-9m")
+    cfg = PARITY_MODELS[args.model]
+    with parity_precision():
+        checks = collect(cfg, big=args.model == "guppy-9m")
     rows = fold(checks)
     width = max(len(r.name) for r in rows)
     if args.markdown:
@@ -74,7 +77,7 @@ def main(argv=None) -> int:
         else:
             print(f"{r.name:<{width}}  {r.what:<24} {r.diff:9.2e}  tol {r.tol:7.0e}  {mark}")
     failed = [c for c in checks if not c.ok]
-    print(f"\n{len(checks)} quantities compared ({args.config}), {len(failed)} out of tolerance")
+    print(f"\n{len(checks)} quantities compared ({args.model}), {len(failed)} out of tolerance")
     return 1 if failed else 0
 
 

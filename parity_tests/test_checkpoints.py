@@ -3,12 +3,12 @@ import jax
 import numpy as np
 import torch
 
-from guppy_jax.config import PRESET_MODELS
+from guppy_jax.config import PARITY_MODELS
 from guppy_jax.convert_weights import params_to_state_dict, state_dict_to_params, to_torch
 from guppy_jax.model import GuppyLM, init_params
 from reference_torch.model import GuppyLM as TorchGuppyLM
 
-CFG = PRESET_MODELS["tiny"]
+CFG = PARITY_MODELS["micro"]
 
 
 def test_reference_checkpoint_loads_into_jax(tmp_path):

@@ -8,8 +8,8 @@ SOURCES = ["torch", "flax"]
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_tiny_float32(source):
-    assert_all(check_loss_and_grads(CONFIGS["tiny"], source))
+def test_micro_float32(source):
+    assert_all(check_loss_and_grads(CONFIGS["micro"], source))
 
 
 @pytest.mark.parametrize("source", SOURCES)

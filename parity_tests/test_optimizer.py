@@ -14,9 +14,9 @@ def test_schedule_matches_torch():
 
 
 @pytest.mark.parametrize("source", SOURCES)
-def test_tiny_float32(source):
-    assert_all(check_training(CONFIGS["tiny"], source, 1, ONE_UPDATE)
-               + check_training(CONFIGS["tiny"], source, 50, FIFTY_UPDATES))
+def test_micro_float32(source):
+    assert_all(check_training(CONFIGS["micro"], source, 1, ONE_UPDATE)
+               + check_training(CONFIGS["micro"], source, 50, FIFTY_UPDATES))
 
 
 @pytest.mark.parametrize("source", SOURCES)

@@ -1,6 +1,6 @@
 import pytest
 
-from guppy_jax.config import ConfigError, ModelConfig, OptimConfig, PRESET_MODELS
+from guppy_jax.config import ConfigError, ModelConfig, OptimConfig, PARITY_MODELS
 
 
 def test_defaults_are_guppylm():
@@ -31,8 +31,8 @@ def test_from_dict_reads_both_key_styles():
     hub = {"vocab_size": 256, "max_position_embeddings": 32, "hidden_size": 32, "num_hidden_layers": 2,
            "num_attention_heads": 4, "intermediate_size": 64, "hidden_dropout_prob": 0.1,
            "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "model_type": "guppy"}
-    assert ModelConfig.from_dict(own) == ModelConfig.from_dict(hub) == PRESET_MODELS["tiny"]
-    assert ModelConfig.from_dict(PRESET_MODELS["tiny"].to_dict()) == PRESET_MODELS["tiny"]
+    assert ModelConfig.from_dict(own) == ModelConfig.from_dict(hub) == PARITY_MODELS["micro"]
+    assert ModelConfig.from_dict(PARITY_MODELS["micro"].to_dict()) == PARITY_MODELS["micro"]
 
 
 def test_from_dict_refuses_contradictions():
@@ -44,3 +44,12 @@ def test_optim_config_validation():
     assert OptimConfig().lr == 3e-4
     with pytest.raises(ConfigError, match="min_lr"):
         OptimConfig(lr=1e-4, min_lr=1e-3)
+
+
+def test_every_config_has_replace():
+    from guppy_jax.config import PRESETS
+    oc = OptimConfig().replace(steps=20)
+    assert oc.steps == 20 and oc.lr == OptimConfig().lr
+    assert PRESETS["tiny"].replace(batch_size=4).model == PRESETS["tiny"].model
+    with pytest.raises(ConfigError, match="min_lr"):
+        OptimConfig().replace(min_lr=1.0)

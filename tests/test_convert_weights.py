@@ -3,12 +3,12 @@ import jax
 import numpy as np
 import pytest
 
-from guppy_jax.config import PRESET_MODELS
+from guppy_jax.config import PARITY_MODELS
 from guppy_jax.convert_weights import (TIED_HEAD_KEY, WeightsError, key_map, params_to_state_dict,
                                        state_dict_to_params)
 from guppy_jax.model import init_params
 
-CFG = PRESET_MODELS["tiny"]
+CFG = PARITY_MODELS["micro"]
 
 
 @pytest.fixture(scope="module")

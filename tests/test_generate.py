@@ -3,11 +3,11 @@ import jax
 import numpy as np
 import pytest
 
-from guppy_jax.config import PRESET_MODELS
+from guppy_jax.config import PARITY_MODELS
 from guppy_jax.generate import generate, generate_cached, greedy_uncached, left_pad, sample_logits
 from guppy_jax.model import init_params
 
-CFG = PRESET_MODELS["tiny"]
+CFG = PARITY_MODELS["micro"]
 
 
 @pytest.fixture(scope="module")

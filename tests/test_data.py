@@ -1,35 +1,12 @@
-"""Tokenizer round trip, the three input formats, bad input, and both batching modes."""
+"""The three input formats, bad input, batch building and both batching modes."""
 import json
 
 import numpy as np
 import pytest
 
-from guppy_jax.data import Batches, DataError, encode_texts, load_texts, make_batch, non_pad_share
-from guppy_jax.persona import generate, load_persona
-from guppy_jax.prepare import DEFAULT_PERSONA
-from guppy_jax.tokenizer import format_chat, format_prompt, train_tokenizer
-
-
-@pytest.fixture(scope="module")
-def records():
-    return generate(load_persona(DEFAULT_PERSONA), 3000, seed=0)
-
-
-@pytest.fixture(scope="module")
-def tok(records):
-    return train_tokenizer(format_chat(r["input"], r["output"]) for r in records)
-
-
-def test_special_ids_and_round_trip(tok, records):
-    assert [tok.token_to_id(t) for t in ("<pad>", "<|im_start|>", "<|im_end|>")] == [0, 1, 2]
-    assert tok.get_vocab_size() <= 4096
-    for r in records[:200]:
-        text = format_chat(r["input"], r["output"])
-        ids = tok.encode(text).ids
-        assert ids[0] == 1 and ids[-1] == 2
-        assert tok.decode(ids, skip_special_tokens=False) == text
-    assert format_chat("hi", "blub") == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nblub<|im_end|>"
-    assert format_chat("hi", "blub").startswith(format_prompt("hi"))
+from guppy_jax.data import (Batches, DataError, encode_texts, load_texts, make_batch, non_pad_share,
+                            shifted_batch, stack_batches)
+from guppy_jax.tokenizer import format_chat
 
 
 def write(path, lines):
@@ -125,9 +102,16 @@ def test_batch_larger_than_data_fails_early(tok):
         Batches(samples, batch_size=8, seq_len=32, packed=False)
 
 
-def test_fill_shares_count_real_tokens():
-    from guppy_jax.prepare import fill_shares
-    samples = [np.ones(30, np.int32)] * 4 + [np.ones(70, np.int32)]
-    shares = fill_shares(samples, seq_len=128)
-    assert shares["padded"] == pytest.approx(190 / (5 * 128))
-    assert shares["packed"] == pytest.approx(190 / (2 * 128))  # [30,30,30] then [30,70]
+def test_shifted_batch_pads_right_and_masks_pad_targets():
+    batch = shifted_batch([np.array([1, 5, 6, 2]), np.array([1, 7])], width=5)
+    np.testing.assert_array_equal(batch["inputs"], [[1, 5, 6, 2], [1, 7, 0, 0]])
+    np.testing.assert_array_equal(batch["targets"], [[5, 6, 2, 0], [7, 0, 0, 0]])
+    np.testing.assert_array_equal(batch["loss_mask"], [[1, 1, 1, 0], [1, 0, 0, 0]])
+    assert batch["inputs"].dtype == np.int64
+
+
+def test_stack_batches_adds_a_leading_axis_in_order():
+    batches = [make_batch([[np.array([1, k, 2])]], seq_len=4) for k in (5, 6, 7)]
+    stacked = stack_batches(batches)
+    assert set(stacked) == set(batches[0]) and stacked["inputs"].shape == (3, 1, 4)
+    assert stacked["inputs"][:, 0, 1].tolist() == [5, 6, 7]

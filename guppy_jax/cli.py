@@ -1,0 +1,96 @@
+"""What every command shares: default paths, the exit-code rule and the parser pieces.
+
+Pure Python (no JAX import), so `--help` stays instant. Library modules may read the
+defaults from here; commands build their parsers with `make_parser` and the `add_*`
+helpers so that one thing has one flag name everywhere:
+  --run-dir   a run directory (old spellings kept as aliases: train --out, chat/eval --checkpoint)
+  --preset    a preset from guppy_jax.config (bench and compare also accept --config)
+  --data-dir  a prepared data directory
+  --quiet     no progress bars and no chatter: only the command's result and errors
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_RUN = Path("runs/guppy")
+DEFAULT_DATA = REPO / "data" / "generated" / "guppy"
+DEFAULT_PERSONA = REPO / "data" / "personas" / "guppy.toml"
+DEFAULT_CASES = REPO / "data" / "personas" / "guppy_eval.toml"
+
+# The exit-code rule, the same for every command.
+EXIT_OK = 0           # done
+EXIT_FAILED = 1       # the work failed: a run, a file or a checkpoint that cannot be used
+EXIT_USAGE = 2        # bad usage: an unknown flag, a bad value, an impossible config
+EXIT_INTERRUPTED = 130  # stopped by Ctrl-C (train saves a checkpoint first)
+EXIT_CODES = "exit codes: 0 done, 1 the run failed, 2 bad usage or config, 130 interrupted (Ctrl-C)"
+
+
+def make_parser(prog: str, doc: str, *, raw: bool = False) -> argparse.ArgumentParser:
+    """A command's parser: the first paragraph of its docstring as description, the
+    exit-code rule as epilog, defaults shown in --help."""
+    formatter = argparse.RawDescriptionHelpFormatter if raw else argparse.ArgumentDefaultsHelpFormatter
+    description = doc.strip().split("\n\n")[0].replace("\n", " ")
+    return argparse.ArgumentParser(prog=f"python -m guppy_jax.{prog}", description=description,
+                                   epilog=EXIT_CODES, formatter_class=formatter)
+
+
+def add_run_dir(parser, help_text: str, *aliases: str, default=DEFAULT_RUN, required: bool = False):
+    """`--run-dir` (plus the command's old spelling as an alias)."""
+    kwargs = {"required": True} if required else {"default": str(default)}
+    parser.add_argument("--run-dir", *aliases, dest="run_dir", metavar="DIR", help=help_text, **kwargs)
+
+
+def add_data_dir(parser, help_text: str = "prepared data directory (train.jsonl, eval.jsonl, "
+                                          "tokenizer.json); the default one is generated when missing"):
+    parser.add_argument("--data-dir", default=str(DEFAULT_DATA), metavar="DIR", help=help_text)
+
+
+def add_preset(parser, choices, help_text: str, default=None, legacy_alias: bool = False):
+    names = ["--preset"] + (["--config"] if legacy_alias else [])
+    parser.add_argument(*names, dest="preset", choices=sorted(choices), default=default, help=help_text)
+
+
+def add_quiet(parser):
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars and no chatter: print only the result and errors")
+
+
+def add_config_fields(parser, cls, skip=()):
+    """One flag per field of a config dataclass (`--batch-size`, `--packing/--no-packing`...),
+    default None so that only the flags given override the preset."""
+    group = parser.add_argument_group(f"{cls.__name__} overrides (default: the preset's)")
+    for f in dataclasses.fields(cls):
+        if f.name in skip or f.type in ("ModelConfig", "OptimConfig"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", f"{cls.__name__}.{f.name}")
+        if isinstance(f.default, bool):
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            group.add_argument(flag, type=type(f.default), default=None, metavar=f.name.upper(),
+                               help=help_text)
+
+
+def overrides(args, cls) -> dict:
+    """The fields of `cls` that were given on the command line."""
+    given = vars(args)
+    return {f.name: given[f.name] for f in dataclasses.fields(cls)
+            if f.name in given and given[f.name] is not None}
+
+
+def error(message, code: int = EXIT_FAILED) -> int:
+    """Print one `error: ...` line to stderr and return the exit code to use."""
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value

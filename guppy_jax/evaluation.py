@@ -1,0 +1,83 @@
+"""The personality eval: held-out prompts, keyword hits, voice checks, held-out loss.
+
+The prompts (`data/personas/guppy_eval.toml`) are never in the training data. An answer
+hits when one of its words starts with an expected keyword; it keeps the voice when it
+is lowercase and short.
+"""
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .cli import DEFAULT_CASES, DEFAULT_DATA
+
+
+@dataclass(frozen=True)
+class Case:
+    topic: str
+    prompt: str
+    keywords: tuple[str, ...]
+
+
+def load_cases(path) -> tuple[list[Case], int]:
+    raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    cases = []
+    for i, c in enumerate(raw.get("cases", [])):
+        if not c.get("prompt") or not c.get("keywords"):
+            raise ValueError(f"{path}: case #{i + 1} needs a prompt and keywords")
+        cases.append(Case(c.get("topic", "?"), c["prompt"], tuple(k.lower() for k in c["keywords"])))
+    if not cases:
+        raise ValueError(f"{path}: no [[cases]]")
+    return cases, int(raw.get("max_words", 30))
+
+
+def score_answer(answer: str, case: Case, max_words: int) -> dict:
+    """A keyword hits when a word of the answer starts with it ("bubble" hits "bubbles";
+    "hi" does not hit "this")."""
+    words = answer.split()
+    text = answer.lower()
+    hit = any(re.search(r"\b" + re.escape(k), text) for k in case.keywords)
+    return {"hit": hit, "lowercase": answer == answer.lower(), "short": 0 < len(words) <= max_words}
+
+
+def eval_loss(cfg, params, tok, data_dir, batch_size: int = 32, max_batches: int = 50) -> float:
+    """Mean cross-entropy per target token over the held-out conversations (padded rows)."""
+    from .data import Batches, encode_texts, load_texts, mean_eval_loss
+    from .model import GuppyLM
+    from .steps import make_eval_step
+    samples = encode_texts(tok, load_texts(Path(data_dir) / "eval.jsonl"), cfg.max_seq_len).samples
+    batch_size = min(batch_size, len(samples))
+    batches = Batches(samples, batch_size, cfg.max_seq_len, packed=False, shuffle=False)
+    return mean_eval_loss(make_eval_step(GuppyLM(cfg).apply), params, batches.one_pass(), max_batches)
+
+
+def run_eval(run_dir, cases_path=DEFAULT_CASES, data_dir=DEFAULT_DATA, seed: int = 0,
+             temperature: float = 0.0) -> dict:
+    """Answers to every case (greedy by default), their scores, and the held-out loss when
+    the data directory has an eval.jsonl."""
+    import jax
+
+    from .checkpoint import load_for_inference
+    from .generate import default_answer_len, generate
+    from .tokenizer import decode, encode, format_prompt
+    cfg, params, tok = load_for_inference(run_dir)
+    cases, max_words = load_cases(cases_path)
+    prompts = [encode(tok, format_prompt(c.prompt)) for c in cases]
+    answers = generate(cfg, params, prompts, jax.random.key(seed), max_new_tokens=default_answer_len(cfg),
+                       temperature=temperature, top_k=50)
+    rows = []
+    for case, ids in zip(cases, answers):
+        text = decode(tok, ids).strip()
+        rows.append({"topic": case.topic, "prompt": case.prompt, "answer": text,
+                     **score_answer(text, case, max_words)})
+    result = {"cases": len(rows), "keyword_hit_rate": sum(r["hit"] for r in rows) / len(rows),
+              "lowercase_share": sum(r["lowercase"] for r in rows) / len(rows),
+              "short_share": sum(r["short"] for r in rows) / len(rows), "max_words": max_words,
+              "rows": rows}
+    if (Path(data_dir) / "eval.jsonl").exists():
+        loss = eval_loss(cfg, params, tok, data_dir)
+        result.update(eval_loss=loss, perplexity=math.exp(loss))
+    return result

@@ -1,0 +1,317 @@
+"""The training loop, in three pieces a reader can hold one at a time.
+
+    open_run   check the run directory, load the data, build or restore the TrainState
+    run_loop   call the jitted step, read each call's metrics one call late, evaluate,
+               checkpoint, stop on Ctrl-C or a non-finite loss
+    finish     final checkpoint, summary.json, the loss curve
+
+`train` strings them together (and lets the fish answer a few prompts at the end).
+Everything that changes while the loop runs lives in one `LoopState`; everything that
+stays fixed for the run lives in `Run`.
+"""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .checkpoint import RunCheckpoints, config_differences, read_run_config, write_run_config
+from .cli import DEFAULT_DATA
+from .config import TrainConfig
+from .data import DataError, mean_eval_loss, non_pad_share, stack_batches
+from .datadir import TrainingData, load_for_training
+from .model import GuppyLM, init_params
+from .steps import TrainState, create_state, make_eval_step, make_train_step
+
+SAMPLE_PROMPTS = ["hi guppy", "what is the meaning of life", "are you hungry", "do you like the cat",
+                  "what do you think about money"]
+
+
+class TrainError(RuntimeError):
+    """A run that cannot start or cannot go on, with the reason."""
+
+
+@dataclass
+class Run:
+    """What stays fixed while a run trains."""
+    cfg: TrainConfig
+    out: Path
+    preset: str
+    data: TrainingData
+    ckpts: RunCheckpoints
+    metrics: "MetricsLog"
+    step_fn: Callable   # jitted (state, batch, rng) -> (state, metrics); donates the state
+    eval_fn: Callable   # jitted (params, batch) -> {"loss_sum", "tokens"}
+    dropout_rng: jax.Array
+    start_step: int
+
+
+@dataclass
+class LoopState:
+    """What changes while a run trains."""
+    state: TrainState
+    best_eval: float = math.inf
+    pending: tuple[int, Any] | None = None  # (first step, metrics) of the last call, not read yet
+    last_good_step: int = 0                 # the last step whose metrics were read and finite
+    status: str = "finished"                # or "interrupted", "non-finite"
+    non_pad_share: float | None = None      # of the first batch: how full the rows are
+
+
+class MetricsLog:
+    """metrics.jsonl, one JSON record a line. On resume, lines past the checkpoint's step
+    are dropped: those steps are trained again."""
+
+    def __init__(self, path: Path, keep_until_step: int | None = None):
+        kept = []
+        if keep_until_step is not None and path.exists():
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= keep_until_step]
+        self.file = open(path, "w")
+        self.file.writelines(line + "\n" for line in kept)
+
+    def write(self, record: dict) -> None:
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class Throughput:
+    """Real tokens per second since the last reset."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.tokens, self.start = 0.0, time.perf_counter()
+
+    def add(self, tokens: float) -> float:
+        self.tokens += tokens
+        elapsed = time.perf_counter() - self.start
+        return self.tokens / elapsed if elapsed > 0 else 0.0
+
+
+class StopOnSignal:
+    """A context manager that turns Ctrl-C (SIGINT) into a flag the loop checks between calls."""
+
+    def __init__(self):
+        self.requested = False
+
+    def _handler(self, signum, frame):
+        self.requested = True
+
+    def __enter__(self):
+        self.previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
+# ----------------------------------------------------------------------------- open
+def check_run_dir(cfg: TrainConfig, out: Path, resume: bool) -> None:
+    """A fresh run needs an empty run directory; a resumed one the same config."""
+    if resume:
+        diffs = config_differences(read_run_config(out), cfg)
+        if diffs:
+            raise TrainError(f"{out} holds a run with a different config; refusing to resume:\n  "
+                             + "\n  ".join(diffs))
+    elif (out / "checkpoints").exists() and any((out / "checkpoints").iterdir()):
+        raise TrainError(f"{out} already holds checkpoints: pass --resume to continue that run, "
+                         f"or choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise TrainError(f"cannot write to the output directory {out}: {err.strerror or err}") from None
+
+
+def open_run(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False, preset: str = "custom",
+             quiet: bool = False) -> tuple[Run, LoopState]:
+    """Check the run directory, load the data, create the TrainState (restored when
+    resuming) and the jitted steps."""
+    out = Path(out)
+    check_run_dir(cfg, out, resume)
+    try:
+        data = load_for_training(cfg, data_dir, quiet)
+    except DataError as err:
+        raise TrainError(str(err)) from None
+    write_run_config(out, cfg, preset, Path(data_dir) / "tokenizer.json")
+    dtype = jnp.bfloat16 if cfg.dtype == "bfloat16" else jnp.float32
+    root = jax.random.key(cfg.seed)
+    state = create_state(cfg.model, cfg.optim, init_params(cfg.model, jax.random.fold_in(root, 0)), dtype)
+    ckpts = RunCheckpoints(out, cfg.keep_checkpoints)
+    loop = LoopState(state)
+    if resume:
+        loop.state, meta = ckpts.restore(state)
+        data.train.seek(meta["data_position"])
+        loop.best_eval = meta.get("best_eval", math.inf)
+    start_step = int(loop.state.step)
+    loop.last_good_step = start_step
+    run = Run(cfg, out, preset, data, ckpts,
+              MetricsLog(out / "metrics.jsonl", keep_until_step=start_step if resume else None),
+              make_train_step(cfg.steps_per_call), make_eval_step(GuppyLM(cfg.model, dtype).apply),
+              jax.random.fold_in(root, 1), start_step)
+    return run, loop
+
+
+# ----------------------------------------------------------------------------- loop
+def read_metrics(run: Run, loop: LoopState, bar, meter: Throughput) -> None:
+    """Bring the last call's metrics to the host, log them, and check they are finite.
+    Called one call late, so the device is already busy with the next call."""
+    first_step, metrics = loop.pending
+    loop.pending = None
+    got = {key: np.atleast_1d(np.asarray(v, np.float64)) for key, v in jax.device_get(metrics).items()}
+    for j in range(len(got["loss"])):
+        m = {key: float(v[j]) for key, v in got.items()}
+        if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
+            raise FloatingPointError(f"non-finite loss at step {first_step + j} (loss {m['loss']}, "
+                                     f"grad norm {m['grad_norm']})")
+        tps = meter.add(m["tokens"])
+        run.metrics.write({"step": first_step + j, "loss": m["loss"], "lr": m["lr"],
+                           "grad_norm": m["grad_norm"], "tokens_per_s": tps})
+        bar.set_postfix(loss=f"{m['loss']:.3f}", lr=f"{m['lr']:.1e}", tok_s=f"{tps:,.0f}", refresh=False)
+        bar.update(1)
+    loop.last_good_step = first_step + len(got["loss"]) - 1
+
+
+def meta(run: Run, loop: LoopState) -> dict:
+    """What a checkpoint stores beside the arrays."""
+    return {"data_position": run.data.train.position, "best_eval": loop.best_eval}
+
+
+def evaluate(run: Run, loop: LoopState, step: int, bar, quiet: bool) -> None:
+    """Held-out loss; a new best is saved in best/."""
+    eval_loss = mean_eval_loss(run.eval_fn, loop.state.params, run.data.eval.one_pass(),
+                               run.cfg.eval_batches)
+    run.metrics.write({"step": step, "eval_loss": eval_loss})
+    if not quiet:
+        bar.write(f"step {step}: eval loss {eval_loss:.4f}" + (" (best)" if eval_loss < loop.best_eval else ""))
+    if eval_loss < loop.best_eval:
+        loop.best_eval = eval_loss
+        run.ckpts.save(loop.state, meta(run, loop), best=True)
+
+
+def run_loop(run: Run, loop: LoopState, end_step: int, stop: StopOnSignal, bar, quiet: bool) -> None:
+    """Train from run.start_step to end_step, k steps per jitted call."""
+    cfg, k = run.cfg, run.cfg.steps_per_call
+    meter = Throughput()
+    for step in range(run.start_step, end_step, k):
+        if stop.requested:
+            loop.status = "interrupted"
+            break
+        chunk = [next(run.data.train) for _ in range(k)]
+        if loop.non_pad_share is None:
+            loop.non_pad_share = non_pad_share(chunk[0])
+        batch = chunk[0] if k == 1 else stack_batches(chunk)
+        loop.state, metrics = run.step_fn(loop.state, batch, run.dropout_rng)
+        if loop.pending is not None:
+            read_metrics(run, loop, bar, meter)
+        loop.pending = (step + 1, metrics)
+        if step == run.start_step:  # the first call includes compilation: time tokens/s after it
+            jax.block_until_ready(metrics)
+            meter.reset()
+        done = step + k
+        if done % cfg.eval_every == 0 or done == cfg.optim.steps:
+            read_metrics(run, loop, bar, meter)
+            evaluate(run, loop, done, bar, quiet)
+        if done % cfg.checkpoint_every == 0:
+            if loop.pending is not None:
+                read_metrics(run, loop, bar, meter)
+            run.ckpts.save(loop.state, meta(run, loop))
+    if loop.pending is not None:
+        read_metrics(run, loop, bar, meter)
+
+
+# ----------------------------------------------------------------------------- finish
+def finish(run: Run, loop: LoopState, started: float) -> dict:
+    """Save the final state (unless the loss went non-finite), write summary.json and the
+    loss curve; returns the summary."""
+    from .plots import plot_losses
+    if loop.status != "non-finite":
+        run.ckpts.save(loop.state, meta(run, loop))
+    run.ckpts.close()
+    run.metrics.close()
+    step = int(loop.state.step) if loop.status != "non-finite" else loop.last_good_step
+    summary = {"preset": run.preset, "status": loop.status, "step": step,
+               "wall_s": time.perf_counter() - started, "best_eval_loss": loop.best_eval,
+               "compiles": {"train_step": run.step_fn._cache_size(), "eval_step": run.eval_fn._cache_size()},
+               "non_pad_share": loop.non_pad_share, "params": run.cfg.model.num_params(),
+               "backend": jax.default_backend(), **run.data.report}
+    (run.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    plot_losses(run.out / "metrics.jsonl", run.out / "loss_curve.png")
+    return summary
+
+
+def print_samples(cfg: TrainConfig, params, tok) -> None:
+    """The fish answers a few prompts with the weights it has now."""
+    from .generate import default_answer_len, generate
+    from .tokenizer import decode, encode, format_prompt
+    prompts = [encode(tok, format_prompt(p)) for p in SAMPLE_PROMPTS]
+    answers = generate(cfg.model, params, prompts, jax.random.key(cfg.seed),
+                       max_new_tokens=default_answer_len(cfg.model))
+    print("\nwhat the model says now:")
+    for p, a in zip(SAMPLE_PROMPTS, answers):
+        print(f"  You> {p}\n  Guppy> {decode(tok, a)}")
+
+
+def start_line(run: Run, end_step: int) -> str:
+    cfg, report = run.cfg, run.data.report
+    return (f"run {run.out}: preset {run.preset}, {cfg.model.num_params():,} params, batch {cfg.batch_size} x "
+            f"{report['seq_len']} ({'packed' if cfg.packing else 'padded'}), steps {run.start_step}->{end_step} "
+            f"on {jax.default_backend()}; {report['train_samples']} train / {report['eval_samples']} eval samples")
+
+
+def train(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False, preset: str = "custom",
+          stop_after: int | None = None, quiet: bool = False, show_samples: bool = True) -> dict:
+    """Run (or resume) training; returns the summary written to out/summary.json."""
+    from tqdm import tqdm
+    started = time.perf_counter()
+    k = cfg.steps_per_call
+    if stop_after is not None and (stop_after <= 0 or stop_after % k):
+        raise TrainError(f"--stop-after ({stop_after}) must be a positive multiple of steps_per_call ({k})")
+    run, loop = open_run(cfg, out, data_dir, resume, preset, quiet)
+    total = cfg.optim.steps
+    end_step = total if stop_after is None else min(total, run.start_step + stop_after)
+    if not quiet:
+        print(start_line(run, end_step), flush=True)
+        report = run.data.report
+        if report["truncated"] or report["dropped"]:
+            print(f"note: {report['truncated']} samples truncated and {report['dropped']} dropped "
+                  f"(longer than {cfg.model.max_seq_len} tokens, or under 2)")
+    bar = tqdm(total=total, initial=run.start_step, disable=quiet, unit="step", dynamic_ncols=True)
+    with StopOnSignal() as stop:
+        try:
+            run_loop(run, loop, end_step, stop, bar, quiet)
+        except FloatingPointError as err:
+            loop.status = "non-finite"
+            bar.close()
+            print(f"error: {err}. Stopped; the last saved checkpoint in {run.out / 'checkpoints'} is "
+                  f"untouched.", file=sys.stderr)
+    bar.close()
+    summary = finish(run, loop, started)
+    if loop.status == "non-finite":
+        raise TrainError("training stopped: non-finite loss (see above)")
+    if loop.status == "interrupted":
+        print(f"interrupted: saved step {summary['step']} to {run.out / 'checkpoints'}; "
+              f"continue with --resume", flush=True)
+    if show_samples and not quiet and loop.status == "finished":
+        print_samples(cfg, loop.state.params, run.data.tok)
+    if not quiet:
+        print(f"\n{loop.status} at step {summary['step']} in {summary['wall_s']:.0f}s; best eval loss "
+              f"{loop.best_eval:.4f}; compiled train step {summary['compiles']['train_step']}x, eval step "
+              f"{summary['compiles']['eval_step']}x; loss curve: {run.out / 'loss_curve.png'}")
+    return summary

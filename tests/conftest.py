@@ -1,0 +1,57 @@
+"""Shared fixtures: one small prepared dataset and one tiny trained run for the session."""
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import pytest
+
+from guppy_jax.cli import DEFAULT_PERSONA
+from guppy_jax.config import PRESETS
+from guppy_jax.datadir import prepare
+from guppy_jax.persona import generate, load_persona
+from guppy_jax.tokenizer import format_chat, train_tokenizer
+from guppy_jax.trainer import train
+
+TINY = PRESETS["tiny"]
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    run_dir: Path
+    data_dir: Path
+
+
+@pytest.fixture(scope="session")
+def records() -> list[dict]:
+    """3,000 generated Guppy conversations ({"input", "output", "category"})."""
+    return generate(load_persona(DEFAULT_PERSONA), 3000, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tok(records):
+    """A tokenizer trained on those conversations."""
+    return train_tokenizer(format_chat(r["input"], r["output"]) for r in records)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """1,500 Guppy conversations and a tokenizer that fits the tiny preset's vocab."""
+    out = tmp_path_factory.mktemp("data")
+    prepare(out=out, samples=1500, seed=0, vocab_size=TINY.model.vocab_size, quiet=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, data_dir) -> TrainedRun:
+    """A finished tiny-preset run (30 steps) on that data."""
+    out = tmp_path_factory.mktemp("run")
+    train(TINY, out, data_dir, quiet=True, show_samples=False)
+    return TrainedRun(out, data_dir)
+
+
+@pytest.fixture(autouse=True)
+def default_matmul_precision():
+    """Unit tests run at JAX's default matmul precision, as users do: the parity tests'
+    "highest" must not leak into them."""
+    assert jax.config.jax_default_matmul_precision is None, jax.config.jax_default_matmul_precision
+    yield
