@@ -1,6 +1,7 @@
 """Talk to a trained Guppy: `python -m guppy_jax.chat`.
 
-Interactive (You> / Guppy>) by default, or one answer with --prompt. Chat is single-turn,
+Interactive (You> / Guppy>) by default, or one answer with --prompt; messages can also be
+piped in, one a line. Chat is single-turn,
 as in the original: each message is answered on its own, because the 128-token window
 leaves little room for history.
 """
@@ -37,7 +38,8 @@ class Chatter:
         from .checkpoint import load_for_inference
         from .generate import check_sampling, default_answer_len
         check_sampling(temperature, top_k, top_p)
-        self.cfg, self.params, self.tok = load_for_inference(run_dir, best=best)
+        self.notes: list[str] = []  # checkpoints skipped as unreadable
+        self.cfg, self.params, self.tok = load_for_inference(run_dir, best=best, notes=self.notes)
         if max_new_tokens is None:
             max_new_tokens = default_answer_len(self.cfg)
         if not 0 < max_new_tokens < self.cfg.max_seq_len:
@@ -79,8 +81,10 @@ def main(argv=None) -> int:
     try:
         chatter = Chatter(run_dir, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                           max_new_tokens=args.max_new_tokens, seed=args.seed, best=not args.latest)
-    except (CheckpointError, ValueError, FileNotFoundError) as err:
+    except (CheckpointError, ValueError, OSError) as err:
         return cli.error(err)
+    for note in chatter.notes:
+        print(f"note: {note}", file=sys.stderr)
 
     def reply(message):
         text, notice = chatter.answer(message)
@@ -91,18 +95,32 @@ def main(argv=None) -> int:
     if args.prompt is not None:
         reply(args.prompt)
         return cli.EXIT_OK
-    if not args.quiet:
-        print("Talk to Guppy (empty line, 'quit' or Ctrl-D to leave).")
+    return converse(reply, args.quiet)
+
+
+def converse(reply, quiet: bool) -> int:
+    """Answer each line of stdin (a terminal or a pipe) until 'quit', 'exit' or end of input.
+    Blank lines are skipped; bytes that are not UTF-8 are replaced, not fatal."""
+    if sys.stdin is None or sys.stdin.closed:
+        return cli.error("no input to read (stdin is closed): pass --prompt, or pipe messages in", cli.EXIT_USAGE)
+    if hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(errors="replace")
+    if not quiet:
+        print("Talk to Guppy ('quit' or Ctrl-D to leave).")
     while True:
         try:
             message = input("You> ").strip()
         except (EOFError, KeyboardInterrupt):
             print()
             return cli.EXIT_OK
-        if not message or message.lower() in ("quit", "exit"):
+        except (OSError, ValueError, RuntimeError):  # stdin went away mid-conversation
+            return cli.EXIT_OK
+        if not message:
+            continue
+        if message.lower() in ("quit", "exit"):
             return cli.EXIT_OK
         reply(message)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -6,101 +6,237 @@ A run directory is self-contained:
   checkpoints/N/   periodic and final checkpoints (the latest `keep_checkpoints`)
   best/N/          the checkpoint with the lowest eval loss so far
   metrics.jsonl, loss_curve.png, summary.json
+  .lock            held by the one process that writes the run (train, convert import)
 A checkpoint holds three items: `params` (the weights, all that chat, eval and export
 read), `train_state` (step and optimizer state) and `meta` (JSON: the data iterator's
 position and the best eval loss), so a resumed run continues bit for bit.
+
+Nothing is lost silently: orbax writes a step into a temporary directory and renames it
+when complete, so a crash mid-save leaves the previous checkpoints intact (the temporary
+one is removed on the next start); a failed save (disk full) removes its partial files and
+says so in one line; a restore falls back from an unreadable checkpoint to the newest
+readable one and says which (`notes`).
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import os
 import shutil
+import time
 from pathlib import Path
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from .config import ModelConfig, TrainConfig
+
+RUN_FILES = ("config.json", "tokenizer.json", "metrics.jsonl", "summary.json", "loss_curve.png")
+CHECKPOINT_DIRS = ("checkpoints", "best", "unreadable")
 
 
 class CheckpointError(ValueError):
     """A run directory or checkpoint that cannot be used as asked."""
 
 
-def _manager(directory: Path, keep: int) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                           enable_async_checkpointing=False)
+class CheckpointSaveError(CheckpointError):
+    """A save that failed (disk full, I/O error); its partial files are already removed."""
+
+
+def _manager(directory: Path, keep: int, read_only: bool = False) -> ocp.CheckpointManager:
+    if read_only:  # inference: never create, clean or write anything
+        options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0,
+                                               enable_async_checkpointing=False)
+    else:
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True,
+                                               enable_async_checkpointing=False)
     return ocp.CheckpointManager(directory.resolve(), options=options)
 
 
-class RunCheckpoints:
-    """Periodic + best checkpoints of one run directory."""
+def _reason(err: Exception) -> str:
+    """One short line for why a checkpoint could not be read or written."""
+    text = " ".join(str(err).split())
+    if "No space left" in text or getattr(err, "errno", None) == errno.ENOSPC:
+        return "the disk is full"
+    return f"{type(err).__name__}: {text[:160]}" + ("..." if len(text) > 160 else "")
 
-    def __init__(self, run_dir, keep: int = 3):
+
+def holds_checkpoints(run_dir) -> bool:
+    """True when the run directory has a complete checkpoint (temporary ones do not count)."""
+    return any(p.is_dir() and p.name.isdigit() for sub in ("checkpoints", "best")
+               for p in (Path(run_dir) / sub).glob("*"))
+
+
+def clear_run(run_dir) -> None:
+    """Remove what a run wrote into run_dir (checkpoints, logs, config): for --force."""
+    run_dir = Path(run_dir)
+    for name in CHECKPOINT_DIRS:
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+
+
+class RunLock:
+    """An exclusive lock on a run directory for the process that writes it. The OS drops
+    the lock when the process ends, even by SIGKILL, so it never goes stale."""
+
+    def __init__(self, run_dir):
         self.run_dir = Path(run_dir)
-        self.periodic = _manager(self.run_dir / "checkpoints", keep)
-        self.best = _manager(self.run_dir / "best", 1)
 
+    def __enter__(self):
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.run_dir / ".lock", "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "unknown"
+            self.file.close()
+            raise CheckpointError(f"{self.run_dir} is in use by another process (pid {holder}): wait for "
+                                  f"it to finish, or choose another --run-dir") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"{os.getpid()}\n")
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.file, fcntl.LOCK_UN)
+        self.file.close()
+        return False
+
+
+class RunCheckpoints:
+    """Periodic + best checkpoints of one run directory. `notes` collects the fallbacks
+    taken (an unreadable checkpoint skipped), for the caller to print."""
+
+    def __init__(self, run_dir, keep: int = 3, read_only: bool = False):
+        self.run_dir, self.read_only = Path(run_dir), read_only
+        self.periodic = _manager(self.run_dir / "checkpoints", keep, read_only)
+        self.best = _manager(self.run_dir / "best", 1, read_only)
+        self.saved: set[tuple[str, int]] = set()  # what this process saved: saving it again is a no-op
+        self.notes: list[str] = []
+
+    # ------------------------------------------------------------------------- save
     def save(self, state, meta: dict, best: bool = False) -> None:
-        step = int(state.step)
+        """Save `state` at its step. A checkpoint at the same step (or, for best/, a later
+        one) left by another run or a lost timeline is replaced, never silently kept."""
+        step, kind = int(state.step), "best" if best else "periodic"
         manager = self.best if best else self.periodic
-        if step in manager.all_steps():
+        if (kind, step) in self.saved:
             return
+        for old in manager.all_steps():
+            if old == step or (best and old > step):
+                manager.delete(old)
         items = ocp.args.Composite(
             params=ocp.args.StandardSave(state.params),
             train_state=ocp.args.StandardSave({"step": state.step, "opt_state": state.opt_state}),
             meta=ocp.args.JsonSave(meta))
-        manager.save(step, args=items)
-        manager.wait_until_finished()
+        try:
+            manager.save(step, args=items)
+            manager.wait_until_finished()
+        except Exception as err:  # orbax and tensorstore raise many types for one I/O failure
+            raise CheckpointSaveError(self._failed_save(manager, step, err)) from None
+        self.saved.add((kind, step))
+
+    def _failed_save(self, manager, step: int, err: Exception) -> str:
+        try:  # let the writer threads that are still running give up first
+            manager.wait_until_finished()
+        except Exception:
+            pass
+        for _ in range(50):  # a late write can recreate a directory just removed: repeat until clean
+            partials = list(Path(manager.directory).glob(f"{step}.orbax-checkpoint-tmp*"))
+            if not partials:
+                break
+            for partial in partials:
+                shutil.rmtree(partial, ignore_errors=True)
+            time.sleep(0.02)
+        kept = [s for s in manager.all_steps() if s != step]
+        intact = f"checkpoint {max(kept)} is intact" if kept else "no earlier checkpoint exists"
+        return (f"could not save step {step} to {manager.directory}: {_reason(err)}; the incomplete "
+                f"files were removed and {intact}. Free space, then continue with --resume")
 
     def latest_step(self):
         return self.periodic.latest_step()
 
-    def _pick(self, step, best: bool):
-        manager = self.best if best else self.periodic
-        step = manager.latest_step() if step is None else step
-        if step is None:
-            raise CheckpointError(f"no checkpoint in {manager.directory}")
-        return manager, step
+    # ------------------------------------------------------------------------- restore
+    def _first_readable(self, candidates, items, what: str):
+        """Restore the first (manager, step) of candidates that reads back; note the others."""
+        failures = []
+        for manager, step in candidates:
+            try:
+                got = manager.restore(step, args=items)
+                self._check_finite(got.get("params"))
+            except Exception as err:  # a truncated array, damaged JSON, a config that does not fit
+                failures.append((manager, step, _reason(err)))
+                continue
+            for bad_manager, bad_step, why in failures:
+                self.notes.append(f"{bad_manager.directory / str(bad_step)} is unreadable ({why}); "
+                                  f"using {manager.directory / str(step)} instead")
+                self._set_aside(bad_manager, bad_step)
+            return got
+        if not failures:
+            raise CheckpointError(f"no checkpoint in {self.run_dir} yet")
+        raise CheckpointError(f"no readable {what} in {self.run_dir}: " + "; ".join(
+            f"{m.directory.name}/{s}: {why}" for m, s, why in failures))
+
+    @staticmethod
+    def _check_finite(params) -> None:
+        bad = [jax.tree_util.keystr(path) for path, leaf in jax.tree_util.tree_leaves_with_path(params or {})
+               if not np.isfinite(np.asarray(leaf)).all()]
+        if bad:
+            raise ValueError(f"the weights hold NaN or inf values ({', '.join(bad[:3])})")
+
+    def _set_aside(self, manager, step: int) -> None:
+        """Move an unreadable checkpoint out of the way (to unreadable/), so that saving
+        that step again is possible and nothing is deleted."""
+        if self.read_only:
+            return
+        aside = self.run_dir / "unreadable" / f"{Path(manager.directory).name}-{step}"
+        aside.parent.mkdir(exist_ok=True)
+        shutil.rmtree(aside, ignore_errors=True)
+        shutil.move(str(Path(manager.directory) / str(step)), aside)
+        manager.reload()
 
     def restore(self, state, step=None, best: bool = False):
-        """Fill `state` (a freshly created TrainState of the same config) from a checkpoint;
-        returns (state, meta)."""
-        manager, step = self._pick(step, best)
+        """Fill `state` (a freshly created TrainState of the same config) from the newest
+        readable checkpoint (or `step`); returns (state, meta)."""
+        manager = self.best if best else self.periodic
+        steps = [step] if step is not None else sorted(manager.all_steps(), reverse=True)
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, {
             "params": state.params, "train_state": {"step": state.step, "opt_state": state.opt_state}})
         items = ocp.args.Composite(params=ocp.args.StandardRestore(abstract["params"]),
                                    train_state=ocp.args.StandardRestore(abstract["train_state"]),
                                    meta=ocp.args.JsonRestore())
-        got = self._restore(manager, step, items)
+        got = self._first_readable([(manager, s) for s in steps], items, "checkpoint")
+        self.saved.add(("best" if best else "periodic", int(got["train_state"]["step"])))  # already on disk
         return state.replace(params=got["params"], step=got["train_state"]["step"],
                              opt_state=got["train_state"]["opt_state"]), dict(got["meta"])
 
-    def restore_params(self, abstract_params, step=None, best: bool = False):
+    def restore_params(self, abstract_params, best: bool = True):
         """Only the weights (no optimizer state is read or built), shaped like
-        `abstract_params` (e.g. `jax.eval_shape` of the model's init)."""
-        manager, step = self._pick(step, best)
+        `abstract_params`: from best/ first when `best`, then the periodic checkpoints,
+        newest first, skipping unreadable ones."""
+        candidates = [(self.best, s) for s in sorted(self.best.all_steps(), reverse=True)] if best else []
+        candidates += [(self.periodic, s) for s in sorted(self.periodic.all_steps(), reverse=True)]
         items = ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params))
-        return self._restore(manager, step, items)["params"]
-
-    @staticmethod
-    def _restore(manager, step, items):
-        try:
-            return manager.restore(step, args=items)
-        except (ValueError, KeyError) as err:
-            raise CheckpointError(f"checkpoint {manager.directory / str(step)} does not fit this "
-                                  f"model config: {err}") from None
+        return self._first_readable(candidates, items, "weights")["params"]
 
     def close(self):
         self.periodic.close()
         self.best.close()
 
 
-def write_run_config(run_dir, cfg: TrainConfig, preset: str, tokenizer_path) -> None:
+def write_run_config(run_dir, cfg: TrainConfig, preset: str, tokenizer_path, copy_tokenizer: bool = True) -> None:
+    """config.json, and the tokenizer beside it (a resumed run keeps its own)."""
     run_dir = Path(run_dir)
     payload = {"preset": preset, "train": cfg.to_dict()}
     (run_dir / "config.json").write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
-    if Path(tokenizer_path).resolve() != (run_dir / "tokenizer.json").resolve():
-        shutil.copyfile(tokenizer_path, run_dir / "tokenizer.json")
+    mine = run_dir / "tokenizer.json"
+    if (copy_tokenizer or not mine.exists()) and Path(tokenizer_path).resolve() != mine.resolve():
+        shutil.copyfile(tokenizer_path, mine)
 
 
 def read_run_config(run_dir) -> TrainConfig:
@@ -129,21 +265,23 @@ def config_differences(saved: TrainConfig, now: TrainConfig) -> list[str]:
     return diffs
 
 
-def load_for_inference(run_dir, best: bool = True):
+def load_for_inference(run_dir, best: bool = True, notes: list | None = None):
     """(ModelConfig, params, tokenizer) from a run directory: its best-eval checkpoint if
-    there is one, else its latest. Reads the weights only."""
+    there is one, else its latest readable one. Reads the weights only and writes nothing.
+    Fallbacks taken are appended to `notes` when given."""
     from .model import abstract_params
     from .tokenizer import load_tokenizer
 
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
     tok = load_tokenizer(run_dir / "tokenizer.json")
-    ckpts = RunCheckpoints(run_dir)
+    if not holds_checkpoints(run_dir):
+        raise CheckpointError(f"{run_dir} has no checkpoint yet")
+    ckpts = RunCheckpoints(run_dir, read_only=True)
     try:
-        use_best = best and ckpts.best.latest_step() is not None
-        if not use_best and ckpts.latest_step() is None:
-            raise CheckpointError(f"{run_dir} has no checkpoint yet")
-        params = ckpts.restore_params(abstract_params(cfg.model), best=use_best)
+        params = ckpts.restore_params(abstract_params(cfg.model), best=best)
     finally:
         ckpts.close()
+    if notes is not None:
+        notes.extend(ckpts.notes)
     return cfg.model, params, tok

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
+import os
 import sys
+import threading
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -25,8 +28,9 @@ DEFAULT_CASES = REPO / "data" / "personas" / "guppy_eval.toml"
 EXIT_OK = 0           # done
 EXIT_FAILED = 1       # the work failed: a run, a file or a checkpoint that cannot be used
 EXIT_USAGE = 2        # bad usage: an unknown flag, a bad value, an impossible config
-EXIT_INTERRUPTED = 130  # stopped by Ctrl-C (train saves a checkpoint first)
-EXIT_CODES = "exit codes: 0 done, 1 the run failed, 2 bad usage or config, 130 interrupted (Ctrl-C)"
+EXIT_INTERRUPTED = 130  # stopped by Ctrl-C, SIGTERM or SIGHUP (train saves a checkpoint first)
+EXIT_CODES = ("exit codes: 0 done, 1 the run failed, 2 bad usage or config, 130 interrupted (Ctrl-C, "
+              "SIGTERM, SIGHUP). --debug (or GUPPY_DEBUG=1) shows full tracebacks")
 
 
 def make_parser(prog: str, doc: str, *, raw: bool = False) -> argparse.ArgumentParser:
@@ -34,8 +38,11 @@ def make_parser(prog: str, doc: str, *, raw: bool = False) -> argparse.ArgumentP
     exit-code rule as epilog, defaults shown in --help."""
     formatter = argparse.RawDescriptionHelpFormatter if raw else argparse.ArgumentDefaultsHelpFormatter
     description = doc.strip().split("\n\n")[0].replace("\n", " ")
-    return argparse.ArgumentParser(prog=f"python -m guppy_jax.{prog}", description=description,
-                                   epilog=EXIT_CODES, formatter_class=formatter)
+    parser = argparse.ArgumentParser(prog=f"python -m guppy_jax.{prog}", description=description,
+                                     epilog=EXIT_CODES, formatter_class=formatter)
+    parser.add_argument("--debug", action="store_true",
+                        help="show full tracebacks and library logs (also: GUPPY_DEBUG=1)")
+    return parser
 
 
 def add_run_dir(parser, help_text: str, *aliases: str, default=DEFAULT_RUN, required: bool = False):
@@ -80,6 +87,41 @@ def overrides(args, cls) -> dict:
     given = vars(args)
     return {f.name: given[f.name] for f in dataclasses.fields(cls)
             if f.name in given and given[f.name] is not None}
+
+
+def debugging(argv=None) -> bool:
+    argv = sys.argv[1:] if argv is None else argv
+    return "--debug" in argv or os.environ.get("GUPPY_DEBUG", "") not in ("", "0")
+
+
+def silence_libraries() -> None:
+    """Keep library noise off the terminal: orbax's logged tracebacks, and exceptions that
+    tensorstore's callbacks or dying threads would print. The command reports what matters
+    in one line; --debug keeps all of it."""
+    for name in ("absl", "asyncio"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    sys.unraisablehook = lambda unraisable: None
+    threading.excepthook = lambda args: None
+
+
+def run(main) -> None:
+    """Run a command's main(argv) as a program: one line for any failure (a traceback only
+    with --debug or GUPPY_DEBUG=1), exit 130 for Ctrl-C, then exit with main's code."""
+    debug = debugging()
+    argv = [a for a in sys.argv[1:] if a != "--debug"]  # accepted anywhere, subcommands included
+    if not debug:
+        silence_libraries()
+    try:
+        code = main(argv)
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    except Exception as err:  # the last line of defence: one line, not a traceback
+        if debug:
+            raise
+        first = (str(err).strip().splitlines() or [""])[0][:300]
+        code = error(f"{type(err).__name__}: {first} (run again with --debug for the traceback)")
+    sys.exit(code)
 
 
 def error(message, code: int = EXIT_FAILED) -> int:

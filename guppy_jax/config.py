@@ -5,6 +5,7 @@ Pure Python on purpose: importing it pulls in neither JAX nor PyTorch.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 # config.json key styles seen on GuppyLM checkpoints: its own names and the common hub names.
@@ -108,6 +109,12 @@ class OptimConfig:
     grad_clip: float = 1.0
 
     def __post_init__(self):
+        for name in ("lr", "min_lr", "beta1", "beta2", "eps", "weight_decay", "grad_clip"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"{name} must be a finite number, got {value!r}")
+        if self.eps <= 0:
+            raise ConfigError(f"eps must be positive, got {self.eps}")
         if not (self.lr > 0 and 0 <= self.min_lr <= self.lr):
             raise ConfigError(f"need lr > 0 and 0 <= min_lr <= lr, got lr={self.lr}, min_lr={self.min_lr}")
         if self.steps <= 0 or self.warmup_steps < 0:
@@ -164,6 +171,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} ({value}) must be a multiple of steps_per_call ({self.steps_per_call})")
         if not 0 <= self.seq_len <= self.model.max_seq_len:
             raise ConfigError(f"seq_len must be in [0, max_seq_len={self.model.max_seq_len}], got {self.seq_len}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, got {self.seed}")
         if self.dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
 

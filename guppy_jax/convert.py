@@ -71,34 +71,71 @@ def read_torch_checkpoint(path) -> tuple[dict, ModelConfig, int]:
     return state_dict, cfg, step
 
 
-def import_checkpoint(src, out, tokenizer=None) -> Path:
+def check_finite(state_dict: dict, path) -> None:
+    """Refuse weights that hold NaN or inf: a model made of them answers nothing."""
+    import numpy as np
+    bad = [f"{key} ({int((~np.isfinite(np.asarray(v, np.float32))).sum())} values)"
+           for key, v in state_dict.items() if not np.isfinite(np.asarray(v, np.float32)).all()]
+    if bad:
+        raise ConvertError(f"{path}: weights hold NaN or inf: {', '.join(bad[:4])}"
+                           + (" ..." if len(bad) > 4 else ""))
+
+
+def import_checkpoint(src, out, tokenizer=None, force: bool = False) -> Path:
+    """Write a run directory (config, tokenizer, one checkpoint) from an original checkpoint.
+    An existing run is never overwritten unless `force`."""
     import jax
     import jax.numpy as jnp
 
-    from .checkpoint import RunCheckpoints, write_run_config
+    from .checkpoint import RunCheckpoints, RunLock, clear_run, holds_checkpoints, write_run_config
     from .steps import create_state
+    from .tokenizer import load_tokenizer
     state_dict, cfg, step = read_torch_checkpoint(src)
+    check_finite(state_dict, src)
     params = state_dict_to_params(state_dict, cfg)
     tok_path = Path(tokenizer) if tokenizer else Path(src).parent / "tokenizer.json"
     if not tok_path.exists():
         raise ConvertError(f"no tokenizer: pass --tokenizer (looked for {tok_path})")
+    load_tokenizer(tok_path)  # a broken tokenizer fails here, before anything is written
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    train_cfg = PRESETS["guppy-9m"].replace(model=cfg)
-    write_run_config(out, train_cfg, "imported", tok_path)
-    state = create_state(cfg, train_cfg.optim, jax.tree_util.tree_map(jnp.asarray, params))
-    state = state.replace(step=jnp.asarray(step, jnp.int32))
-    ckpts = RunCheckpoints(out)
-    ckpts.save(state, {"data_position": {"epoch": 0, "index": 0}, "source": str(src)})
-    ckpts.close()
+    if (holds_checkpoints(out) or (out / "config.json").exists()) and not force:
+        raise ConvertError(f"{out} already holds a run: choose a new --run-dir, or pass --force to "
+                           f"replace it")
+    with RunLock(out):
+        clear_run(out)
+        train_cfg = PRESETS["guppy-9m"].replace(model=cfg)
+        write_run_config(out, train_cfg, "imported", tok_path)
+        state = create_state(cfg, train_cfg.optim, jax.tree_util.tree_map(jnp.asarray, params))
+        state = state.replace(step=jnp.asarray(step, jnp.int32))
+        ckpts = RunCheckpoints(out)
+        try:
+            ckpts.save(state, {"data_position": {"epoch": 0, "index": 0}, "source": str(src)})
+        finally:
+            ckpts.close()
     return out
 
 
-def export_checkpoint(run_dir, out) -> Path:
+EXPORT_FILES = ("pytorch_model.bin", "config.json", "tokenizer.json")
+
+
+def check_export_target(run_dir, out, force: bool) -> None:
+    """Never write an export into a run directory, nor over earlier files unless `force`."""
+    out = Path(out)
+    if out.resolve() == Path(run_dir).resolve() or (out / "checkpoints").exists() or (out / "best").exists():
+        raise ConvertError(f"{out} is a run directory: exporting into it would overwrite its config.json; "
+                           f"choose another --out")
+    existing = [name for name in EXPORT_FILES if (out / name).exists()]
+    if existing and not force:
+        raise ConvertError(f"{out} already holds {', '.join(existing)}: choose another --out, or pass "
+                           f"--force to overwrite them")
+
+
+def export_checkpoint(run_dir, out, force: bool = False) -> Path:
     import jax
 
     from .checkpoint import load_for_inference
     torch = _torch()
+    check_export_target(run_dir, out, force)
     cfg, params, tok = load_for_inference(run_dir)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -117,31 +154,32 @@ def build_parser():
     imp.add_argument("source", help="best_model.pt or pytorch_model.bin")
     cli.add_run_dir(imp, "run directory to create", "--out", required=True)
     imp.add_argument("--tokenizer", help="tokenizer.json (default: the one beside the source)")
+    imp.add_argument("--force", action="store_true", help="replace a run already in --run-dir")
     cli.add_quiet(imp)
     exp = sub.add_parser("export", help="guppy-jax run directory -> pytorch_model.bin + config.json",
                          epilog=cli.EXIT_CODES)
     exp.add_argument("run_dir_pos", nargs="?", metavar="RUN_DIR", help="run directory (or use --run-dir)")
     cli.add_run_dir(exp, "run directory to export (default: %(default)s)")
     exp.add_argument("--out", required=True, help="directory to write")
+    exp.add_argument("--force", action="store_true", help="overwrite earlier exported files in --out")
     cli.add_quiet(exp)
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .checkpoint import CheckpointError
     try:
         if args.command == "import":
-            where = import_checkpoint(args.source, args.run_dir, args.tokenizer)
+            where = import_checkpoint(args.source, args.run_dir, args.tokenizer, args.force)
             print(f"imported {args.source} into {where}; try: python -m guppy_jax.chat --run-dir {where}")
         else:
             run_dir = args.run_dir_pos or args.run_dir
-            where = export_checkpoint(run_dir, args.out)
+            where = export_checkpoint(run_dir, args.out, args.force)
             print(f"exported {run_dir} to {where / 'pytorch_model.bin'} (+ config.json, tokenizer.json)")
-    except (ConvertError, WeightsError, CheckpointError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # ConvertError, WeightsError, CheckpointError are ValueErrors
         return cli.error(err)
     return cli.EXIT_OK
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

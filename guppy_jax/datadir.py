@@ -17,8 +17,9 @@ from pathlib import Path
 
 from .cli import DEFAULT_DATA, DEFAULT_PERSONA
 from .data import Batches, DataError, encode_texts, load_texts, pack_rows, padded_row_len
+from .memory import check_prepare_fits
 from .persona import generate, load_persona, split, summarize, write_jsonl
-from .tokenizer import format_chat, load_tokenizer, train_tokenizer
+from .tokenizer import MAX_VOCAB, MIN_VOCAB, format_chat, load_tokenizer, train_tokenizer
 
 DATA_FILES = ("train.jsonl", "eval.jsonl", "tokenizer.json")
 
@@ -39,6 +40,10 @@ def prepare(persona_path=DEFAULT_PERSONA, out=DEFAULT_DATA, samples: int = 60_00
     persona = load_persona(persona_path)
     if samples < 2:
         raise ValueError(f"--samples must be at least 2, got {samples}")
+    if not MIN_VOCAB <= vocab_size <= MAX_VOCAB:
+        raise ValueError(f"--vocab-size must be in [{MIN_VOCAB}, {MAX_VOCAB}] (the 256 byte tokens and 3 "
+                         f"specials at least), got {vocab_size}")
+    check_prepare_fits(samples)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     records = generate(persona, samples, seed)

@@ -51,6 +51,17 @@ def _strings(value, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _check_slots(template: str, pools: dict, where: str) -> None:
+    """Every {slot} names a pool, and no brace is left that is not part of a slot
+    ("{no-such}" or an unclosed "{food" would go verbatim into the training data)."""
+    for slot in SLOT.findall(template):
+        if slot not in pools:
+            raise PersonaError(f"{where}: unknown slot {{{slot}}} (pools: {', '.join(sorted(pools))})")
+    if "{" in SLOT.sub("", template) or "}" in SLOT.sub("", template):
+        raise PersonaError(f"{where}: a brace that is not a {{slot}} (slots are {{name}}, letters, digits "
+                           f"and _ only)")
+
+
 def parse_persona(raw: dict, source: str = "persona") -> Persona:
     for key in ("name", "pools", "topics"):
         if key not in raw:
@@ -76,16 +87,11 @@ def parse_persona(raw: dict, source: str = "persona") -> Persona:
                       _strings(entry["responses"], f"{source}: topic {name!r} responses"))
         for kind, templates in (("prompt", topic.prompts), ("response", topic.responses)):
             for template in templates:
-                for slot in SLOT.findall(template):
-                    if slot not in pools:
-                        raise PersonaError(f"{source}: topic {name!r}, {kind} {template!r}: unknown slot "
-                                           f"{{{slot}}} (pools: {', '.join(sorted(pools))})")
+                _check_slots(template, pools, f"{source}: topic {name!r}, {kind} {template!r}")
         topics.append(topic)
     tails = _strings(raw["tails"], f"{source}: tails") if "tails" in raw else ()
     for template in tails:
-        for slot in SLOT.findall(template):
-            if slot not in pools:
-                raise PersonaError(f"{source}: tail {template!r}: unknown slot {{{slot}}}")
+        _check_slots(template, pools, f"{source}: tail {template!r}")
     chance = raw.get("tail_probability", 0.5 if tails else 0.0)
     if not isinstance(chance, (int, float)) or not 0 <= chance <= 1:
         raise PersonaError(f"{source}: tail_probability must be a number in [0, 1], got {chance!r}")

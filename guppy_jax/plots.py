@@ -12,8 +12,11 @@ def plot_losses(metrics_path, png_path) -> Path | None:
     import matplotlib.pyplot as plt
 
     train, evals = [], []
-    for line in Path(metrics_path).read_text().splitlines():
-        rec = json.loads(line)
+    for line in Path(metrics_path).read_text(errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:  # a line torn by a crash: skip it
+            continue
         if "loss" in rec:
             train.append((rec["step"], rec["loss"]))
         if "eval_loss" in rec:

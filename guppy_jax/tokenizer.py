@@ -12,6 +12,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 PAD, IM_START, IM_END = "<pad>", "<|im_start|>", "<|im_end|>"
 SPECIALS = (PAD, IM_START, IM_END)  # ids 0, 1, 2, in this order
+MIN_VOCAB = 256 + len(SPECIALS)  # every byte, plus the specials
+MAX_VOCAB = 65_536  # far more than a small model's data needs (Guppy's uses ~1,500)
 
 
 def format_turn(role: str, content: str) -> str:
@@ -52,7 +54,12 @@ def load_tokenizer(path) -> Tokenizer:
         path = path / "tokenizer.json"
     if not path.exists():
         raise FileNotFoundError(f"tokenizer not found: {path} (run `python -m guppy_jax.prepare`)")
-    tok = Tokenizer.from_file(str(path))
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as err:  # the Rust library raises plain Exceptions for any damage
+        reason = " ".join(str(err).split())[:160]
+        raise ValueError(f"{path}: not a readable tokenizer file ({reason}); prepare the data again "
+                         f"or copy a good tokenizer.json") from None
     check_specials(tok, str(path))
     return tok
 

@@ -24,7 +24,9 @@ def build_parser():
     cli.add_data_dir(parser)
     cli.add_run_dir(parser, "run directory for checkpoints and logs", "--out")
     parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --run-dir from its latest checkpoint")
+                        help="continue the run in --run-dir from its newest readable checkpoint")
+    parser.add_argument("--force", action="store_true",
+                        help="start over in a --run-dir that holds a run: deletes its checkpoints and logs")
     parser.add_argument("--stop-after", type=int, default=None, metavar="N",
                         help="stop (with a checkpoint) after N steps of this invocation; --resume goes on")
     parser.add_argument("--no-preallocate", action="store_true",
@@ -64,11 +66,14 @@ def main(argv=None) -> int:
     if note and not args.quiet:
         print(note)
     try:
-        summary = train(cfg, args.run_dir, args.data_dir, args.resume, preset, args.stop_after, args.quiet)
+        summary = train(cfg, args.run_dir, args.data_dir, args.resume, preset, args.stop_after, args.quiet,
+                        force=args.force)
+    except ConfigError as err:  # e.g. a config that cannot fit in memory
+        return cli.error(err, cli.EXIT_USAGE)
     except (TrainError, ValueError, OSError) as err:
         return cli.error(err, cli.EXIT_FAILED)
     return cli.EXIT_INTERRUPTED if summary["status"] == "interrupted" else cli.EXIT_OK
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -2,12 +2,17 @@
 
     open_run   check the run directory, load the data, build or restore the TrainState
     run_loop   call the jitted step, read each call's metrics one call late, evaluate,
-               checkpoint, stop on Ctrl-C or a non-finite loss
+               checkpoint, stop on a signal or a non-finite loss
     finish     final checkpoint, summary.json, the loss curve
 
 `train` strings them together (and lets the fish answer a few prompts at the end).
 Everything that changes while the loop runs lives in one `LoopState`; everything that
 stays fixed for the run lives in `Run`.
+
+What survives what: Ctrl-C, SIGTERM and SIGHUP stop the loop between calls and save (a
+second signal during the save waits for it); the run directory is locked against a second
+writer; a resume falls back to the newest readable checkpoint; a failed save (disk full)
+keeps the previous checkpoint and says so in one line.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import json
 import math
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +30,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .checkpoint import RunCheckpoints, config_differences, read_run_config, write_run_config
+from .checkpoint import (CheckpointSaveError, RunCheckpoints, RunLock, clear_run, config_differences,
+                         holds_checkpoints, read_run_config, write_run_config)
 from .cli import DEFAULT_DATA
 from .config import TrainConfig
 from .data import DataError, mean_eval_loss, non_pad_share, stack_batches
 from .datadir import TrainingData, load_for_training
+from .memory import check_train_fits
 from .model import GuppyLM, init_params
 from .steps import TrainState, create_state, make_eval_step, make_train_step
 
@@ -71,12 +79,23 @@ class MetricsLog:
     are dropped: those steps are trained again."""
 
     def __init__(self, path: Path, keep_until_step: int | None = None):
-        kept = []
+        kept, self.notes = [], []
         if keep_until_step is not None and path.exists():
-            kept = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= keep_until_step]
+            for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+                step = self._step(line)
+                if step is None and line.strip():  # a line torn by a crash mid-write
+                    self.notes.append(f"{path}:{lineno}: dropped an unreadable line")
+                elif step is not None and step <= keep_until_step:
+                    kept.append(line)
         self.file = open(path, "w")
         self.file.writelines(line + "\n" for line in kept)
+
+    @staticmethod
+    def _step(line: str):
+        try:
+            return int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):
+            return None
 
     def write(self, record: dict) -> None:
         self.file.write(json.dumps(record) + "\n")
@@ -102,34 +121,49 @@ class Throughput:
 
 
 class StopOnSignal:
-    """A context manager that turns Ctrl-C (SIGINT) into a flag the loop checks between calls."""
+    """Turns Ctrl-C, SIGTERM (Colab, cloud preemption, `timeout`) and SIGHUP into a flag the
+    loop checks between calls. A signal never interrupts a save: a second one only repeats
+    that the run is stopping."""
 
-    def __init__(self):
-        self.requested = False
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self, quiet: bool = False):
+        self.requested, self.quiet, self.previous = False, quiet, {}
 
     def _handler(self, signum, frame):
+        if not self.quiet or self.requested:
+            what = "still saving, please wait" if self.requested else "stopping: saving a checkpoint first"
+            print(f"\n{signal.Signals(signum).name}: {what}", file=sys.stderr, flush=True)
         self.requested = True
 
     def __enter__(self):
-        self.previous = signal.signal(signal.SIGINT, self._handler)
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            self.previous = {sig: signal.signal(sig, self._handler) for sig in self.SIGNALS}
         return self
 
     def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self.previous)
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
         return False
 
 
 # ----------------------------------------------------------------------------- open
-def check_run_dir(cfg: TrainConfig, out: Path, resume: bool) -> None:
-    """A fresh run needs an empty run directory; a resumed one the same config."""
+def check_run_dir(cfg: TrainConfig, out: Path, resume: bool, force: bool = False) -> None:
+    """A fresh run needs a run directory without checkpoints (--force clears one); a resumed
+    one the same config."""
     if resume:
         diffs = config_differences(read_run_config(out), cfg)
         if diffs:
             raise TrainError(f"{out} holds a run with a different config; refusing to resume:\n  "
                              + "\n  ".join(diffs))
-    elif (out / "checkpoints").exists() and any((out / "checkpoints").iterdir()):
-        raise TrainError(f"{out} already holds checkpoints: pass --resume to continue that run, "
-                         f"or choose another --out")
+    elif holds_checkpoints(out):
+        if not force:
+            raise TrainError(f"{out} already holds checkpoints: pass --resume to continue that run, "
+                             f"--force to delete it and start over, or choose another --run-dir")
+        clear_run(out)
+
+
+def make_writable_dir(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write_test"
@@ -139,32 +173,56 @@ def check_run_dir(cfg: TrainConfig, out: Path, resume: bool) -> None:
         raise TrainError(f"cannot write to the output directory {out}: {err.strerror or err}") from None
 
 
+def check_same_tokenizer(out: Path, data_dir) -> None:
+    """A resumed run keeps its own tokenizer.json; the data must have been made with it."""
+    mine, theirs = out / "tokenizer.json", Path(data_dir) / "tokenizer.json"
+    if mine.exists() and json.loads(mine.read_text()) != json.loads(theirs.read_text()):
+        raise TrainError(f"{theirs} is not the tokenizer {out} was trained with ({mine}): resume with "
+                         f"the --data-dir the run started from")
+
+
+def restore(ckpts: RunCheckpoints, loop: LoopState, data: TrainingData, out: Path) -> None:
+    """Continue from the newest readable checkpoint, or from step 0 when the run stopped
+    before its first complete save."""
+    if not holds_checkpoints(out):
+        print(f"note: {out} has no complete checkpoint yet (the run stopped before its first save): "
+              f"starting from step 0", file=sys.stderr)
+        return
+    loop.state, meta = ckpts.restore(loop.state)
+    for note in ckpts.notes:
+        print(f"note: {note}", file=sys.stderr)
+    data.train.seek(meta["data_position"])
+    loop.best_eval = meta.get("best_eval", math.inf)
+
+
 def open_run(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False, preset: str = "custom",
-             quiet: bool = False) -> tuple[Run, LoopState]:
+             quiet: bool = False, force: bool = False) -> tuple[Run, LoopState]:
     """Check the run directory, load the data, create the TrainState (restored when
     resuming) and the jitted steps."""
     out = Path(out)
-    check_run_dir(cfg, out, resume)
+    check_run_dir(cfg, out, resume, force)
     try:
         data = load_for_training(cfg, data_dir, quiet)
     except DataError as err:
         raise TrainError(str(err)) from None
-    write_run_config(out, cfg, preset, Path(data_dir) / "tokenizer.json")
+    check_train_fits(cfg.model, cfg.batch_size, data.report["seq_len"], jax.devices()[0])
+    if resume:
+        check_same_tokenizer(out, data_dir)
+    write_run_config(out, cfg, preset, Path(data_dir) / "tokenizer.json", copy_tokenizer=not resume)
     dtype = jnp.bfloat16 if cfg.dtype == "bfloat16" else jnp.float32
     root = jax.random.key(cfg.seed)
     state = create_state(cfg.model, cfg.optim, init_params(cfg.model, jax.random.fold_in(root, 0)), dtype)
     ckpts = RunCheckpoints(out, cfg.keep_checkpoints)
     loop = LoopState(state)
     if resume:
-        loop.state, meta = ckpts.restore(state)
-        data.train.seek(meta["data_position"])
-        loop.best_eval = meta.get("best_eval", math.inf)
+        restore(ckpts, loop, data, out)
     start_step = int(loop.state.step)
     loop.last_good_step = start_step
-    run = Run(cfg, out, preset, data, ckpts,
-              MetricsLog(out / "metrics.jsonl", keep_until_step=start_step if resume else None),
-              make_train_step(cfg.steps_per_call), make_eval_step(GuppyLM(cfg.model, dtype).apply),
-              jax.random.fold_in(root, 1), start_step)
+    metrics = MetricsLog(out / "metrics.jsonl", keep_until_step=start_step if resume else None)
+    for note in metrics.notes:
+        print(f"note: {note}", file=sys.stderr)
+    run = Run(cfg, out, preset, data, ckpts, metrics, make_train_step(cfg.steps_per_call),
+              make_eval_step(GuppyLM(cfg.model, dtype).apply), jax.random.fold_in(root, 1), start_step)
     return run, loop
 
 
@@ -241,18 +299,23 @@ def finish(run: Run, loop: LoopState, started: float) -> dict:
     """Save the final state (unless the loss went non-finite), write summary.json and the
     loss curve; returns the summary."""
     from .plots import plot_losses
-    if loop.status != "non-finite":
-        run.ckpts.save(loop.state, meta(run, loop))
-    run.ckpts.close()
-    run.metrics.close()
-    step = int(loop.state.step) if loop.status != "non-finite" else loop.last_good_step
+    try:
+        if loop.status in ("finished", "interrupted"):
+            run.ckpts.save(loop.state, meta(run, loop))
+    finally:
+        run.ckpts.close()
+        run.metrics.close()
+    step = int(loop.state.step) if loop.status in ("finished", "interrupted") else loop.last_good_step
     summary = {"preset": run.preset, "status": loop.status, "step": step,
                "wall_s": time.perf_counter() - started, "best_eval_loss": loop.best_eval,
                "compiles": {"train_step": run.step_fn._cache_size(), "eval_step": run.eval_fn._cache_size()},
                "non_pad_share": loop.non_pad_share, "params": run.cfg.model.num_params(),
                "backend": jax.default_backend(), **run.data.report}
-    (run.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    plot_losses(run.out / "metrics.jsonl", run.out / "loss_curve.png")
+    try:
+        (run.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        plot_losses(run.out / "metrics.jsonl", run.out / "loss_curve.png")
+    except OSError as err:
+        print(f"note: could not write summary.json or loss_curve.png: {err.strerror or err}", file=sys.stderr)
     return summary
 
 
@@ -276,15 +339,38 @@ def start_line(run: Run, end_step: int) -> str:
 
 
 def train(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False, preset: str = "custom",
-          stop_after: int | None = None, quiet: bool = False, show_samples: bool = True) -> dict:
+          stop_after: int | None = None, quiet: bool = False, show_samples: bool = True,
+          force: bool = False) -> dict:
     """Run (or resume) training; returns the summary written to out/summary.json."""
-    from tqdm import tqdm
     started = time.perf_counter()
     k = cfg.steps_per_call
     if stop_after is not None and (stop_after <= 0 or stop_after % k):
         raise TrainError(f"--stop-after ({stop_after}) must be a positive multiple of steps_per_call ({k})")
-    run, loop = open_run(cfg, out, data_dir, resume, preset, quiet)
-    total = cfg.optim.steps
+    make_writable_dir(Path(out))
+    with RunLock(out), StopOnSignal(quiet) as stop:
+        run, loop = open_run(cfg, out, data_dir, resume, preset, quiet, force)
+        summary = train_and_finish(run, loop, stop_after, stop, quiet, started)
+    if loop.status == "interrupted":
+        print(f"interrupted: saved step {summary['step']} to {run.out / 'checkpoints'}; "
+              f"continue with --resume", flush=True)
+    if show_samples and not quiet and loop.status == "finished":
+        try:
+            print_samples(cfg, loop.state.params, run.data.tok)
+        except KeyboardInterrupt:
+            print("\n(samples skipped; the run is saved)")
+    if not quiet:
+        print(f"\n{loop.status} at step {summary['step']} in {summary['wall_s']:.0f}s; best eval loss "
+              f"{loop.best_eval:.4f}; compiled train step {summary['compiles']['train_step']}x, eval step "
+              f"{summary['compiles']['eval_step']}x; loss curve: {run.out / 'loss_curve.png'}")
+    return summary
+
+
+def train_and_finish(run: Run, loop: LoopState, stop_after, stop: StopOnSignal, quiet: bool,
+                     started: float) -> dict:
+    """The loop with its progress bar, then `finish`; a non-finite loss or a failed save
+    ends in a TrainError that says what is kept."""
+    from tqdm import tqdm
+    cfg, total = run.cfg, run.cfg.optim.steps
     end_step = total if stop_after is None else min(total, run.start_step + stop_after)
     if not quiet:
         print(start_line(run, end_step), flush=True)
@@ -293,25 +379,24 @@ def train(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False, pr
             print(f"note: {report['truncated']} samples truncated and {report['dropped']} dropped "
                   f"(longer than {cfg.model.max_seq_len} tokens, or under 2)")
     bar = tqdm(total=total, initial=run.start_step, disable=quiet, unit="step", dynamic_ncols=True)
-    with StopOnSignal() as stop:
-        try:
-            run_loop(run, loop, end_step, stop, bar, quiet)
-        except FloatingPointError as err:
-            loop.status = "non-finite"
-            bar.close()
-            print(f"error: {err}. Stopped; the last saved checkpoint in {run.out / 'checkpoints'} is "
-                  f"untouched.", file=sys.stderr)
-    bar.close()
-    summary = finish(run, loop, started)
+    failure = None
+    try:
+        run_loop(run, loop, end_step, stop, bar, quiet)
+    except FloatingPointError as err:
+        loop.status = "non-finite"
+        kept = run.ckpts.latest_step()
+        print(f"error: {err}. Stopped; " + (f"the last saved checkpoint (step {kept}) in {run.out / 'checkpoints'} "
+              f"is untouched." if kept is not None else "no checkpoint had been saved yet."), file=sys.stderr)
+    except CheckpointSaveError as err:
+        loop.status, failure = "save-failed", str(err)
+    finally:
+        bar.close()
+    try:
+        summary = finish(run, loop, started)
+    except CheckpointSaveError as err:
+        raise TrainError(str(err)) from None
     if loop.status == "non-finite":
         raise TrainError("training stopped: non-finite loss (see above)")
-    if loop.status == "interrupted":
-        print(f"interrupted: saved step {summary['step']} to {run.out / 'checkpoints'}; "
-              f"continue with --resume", flush=True)
-    if show_samples and not quiet and loop.status == "finished":
-        print_samples(cfg, loop.state.params, run.data.tok)
-    if not quiet:
-        print(f"\n{loop.status} at step {summary['step']} in {summary['wall_s']:.0f}s; best eval loss "
-              f"{loop.best_eval:.4f}; compiled train step {summary['compiles']['train_step']}x, eval step "
-              f"{summary['compiles']['eval_step']}x; loss curve: {run.out / 'loss_curve.png'}")
+    if failure:
+        raise TrainError(failure)
     return summary

@@ -87,3 +87,29 @@ def test_no_function_in_the_package_is_over_60_lines():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
                 long.append(f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
     assert not long, long
+
+
+def test_an_unexpected_failure_is_one_line_unless_debugging(monkeypatch, capsys):
+    def broken(argv):
+        raise RuntimeError("the tank sprang a leak\nand more detail")
+    monkeypatch.setattr("sys.argv", ["guppy"])
+    monkeypatch.delenv("GUPPY_DEBUG", raising=False)
+    monkeypatch.setattr(cli, "silence_libraries", lambda: None)  # keep this process's hooks as they are
+    with pytest.raises(SystemExit) as done:
+        cli.run(broken)
+    assert done.value.code == cli.EXIT_FAILED
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "RuntimeError: the tank sprang a leak" in err and "--debug" in err
+    monkeypatch.setattr("sys.argv", ["guppy", "--debug"])
+    with pytest.raises(RuntimeError, match="sprang a leak"):
+        cli.run(broken)
+
+
+def test_ctrl_c_anywhere_exits_130_without_a_traceback(monkeypatch, capsys):
+    def interrupted(argv):
+        raise KeyboardInterrupt
+    monkeypatch.setattr("sys.argv", ["guppy"])
+    monkeypatch.setattr(cli, "silence_libraries", lambda: None)
+    with pytest.raises(SystemExit) as done:
+        cli.run(interrupted)
+    assert done.value.code == cli.EXIT_INTERRUPTED and "Traceback" not in capsys.readouterr().err
