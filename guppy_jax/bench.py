@@ -61,13 +61,15 @@ def pick_devices(device: str) -> Devices:
 
 
 # ----------------------------------------------------------------------------- training, same work
-def bench_jax_steps(cfg, batches, n, steps_per_call=1, device=None):
-    """(compile+first call s, median s per step, peak bytes or None) for the jitted train step."""
+def bench_jax_steps(cfg, batches, n, steps_per_call=1, device=None, dtype="float32"):
+    """(compile+first call s, median s per step, peak bytes or None) for the jitted train step,
+    computing in `dtype` (float16 with its loss scale)."""
     import jax
 
     from .data import stack_batches
     from .model import init_params
-    from .steps import create_state, make_train_step
+    from .precision import compute_dtype, needs_loss_scaling
+    from .steps import LossScale, create_state, make_train_step
     rng = jax.random.key(1)
     k = steps_per_call
     if k == 1:
@@ -76,7 +78,8 @@ def bench_jax_steps(cfg, batches, n, steps_per_call=1, device=None):
         calls = [stack_batches([batches[(g * k + j) % len(batches)] for j in range(k)])
                  for g in range(max(3, n // k) + 1)]
     with jax.default_device(device):
-        state = create_state(cfg, OptimConfig(), init_params(cfg, jax.random.key(0)))
+        scale = LossScale.create() if needs_loss_scaling(dtype) else None
+        state = create_state(cfg, OptimConfig(), init_params(cfg, jax.random.key(0)), compute_dtype(dtype), scale)
         fn = make_train_step(k)
         calls = [jax.device_put(c, device) for c in calls]
         t = time.perf_counter()
@@ -105,21 +108,35 @@ def torch_trainer(cfg, dev, compile_model=False):
     return (torch.compile(model) if compile_model else model), opt, sched
 
 
-def bench_torch_steps(cfg, batches, n, dev, compile_model=False):
+def torch_step_fn(opt, sched, dev, amp_dtype: str | None):
+    """The reference's float32 step, or the original's autocast step in float16 (with a
+    GradScaler) or bfloat16."""
     import torch
 
-    from reference_torch.train import to_torch_batch, train_step
+    from reference_torch.train import train_step, train_step_amp
+    if amp_dtype is None:
+        return lambda model, batch: train_step(model, opt, sched, batch)
+    scaler = torch.amp.GradScaler(dev.type, enabled=amp_dtype == "float16")
+    dtype = getattr(torch, amp_dtype)
+    return lambda model, batch: train_step_amp(model, opt, sched, scaler, batch, device_type=dev.type, dtype=dtype)
+
+
+def bench_torch_steps(cfg, batches, n, dev, compile_model=False, amp_dtype=None):
+    import torch
+
+    from reference_torch.train import to_torch_batch
     runner, opt, sched = torch_trainer(cfg, dev, compile_model)
+    step = torch_step_fn(opt, sched, dev, amp_dtype)
     tb = [{k: v.to(dev) for k, v in to_torch_batch(b).items()} for b in batches]
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()
-    train_step(runner, opt, sched, tb[0])
+    step(runner, tb[0])
     first = time.perf_counter() - t
     times = []
     for i in range(n):
         t = time.perf_counter()
-        train_step(runner, opt, sched, tb[(i + 1) % len(tb)])  # .item() inside: synchronous
+        step(runner, tb[(i + 1) % len(tb)])  # .item() inside: synchronous
         times.append(time.perf_counter() - t)
     peak = torch.cuda.max_memory_allocated() if dev.type == "cuda" else None
     return first, statistics.median(times), peak
@@ -252,13 +269,18 @@ class Rows:
         return next(r for r in self.rows if r["framework"] == framework)
 
 
-def time_same_work(cfg, same, steps, steps_per_call, torch_compile, devs, rows: Rows):
+def time_same_work(cfg, same, steps, steps_per_call, torch_compile, devs, rows: Rows, dtype="float32"):
+    """JAX in `dtype` (k steps per call for each k), the reference in float32 eager, with the
+    original's autocast when `dtype` is a half type, and torch.compile."""
     real_tokens = float(np.mean([(b["segment_ids"] > 0).sum() for b in same]))
     for k in steps_per_call:
-        f, s, pm = bench_jax_steps(cfg, same, steps, k, devs.jax)
+        f, s, pm = bench_jax_steps(cfg, same, steps, k, devs.jax, dtype)
         rows.add("same work", "jax jit" + (f" ({k} steps/call)" if k > 1 else ""), f, s, real_tokens, pm)
     f, s, pm = bench_torch_steps(cfg, same, steps, devs.torch)
     rows.add("same work", "torch eager", f, s, real_tokens, pm)
+    if dtype != "float32":
+        f, s, pm = bench_torch_steps(cfg, same, steps, devs.torch, amp_dtype=dtype)
+        rows.add("same work", f"torch AMP ({dtype})", f, s, real_tokens, pm)
     if torch_compile:
         try:
             f, s, pm = bench_torch_steps(cfg, same, steps, devs.torch, compile_model=True)
@@ -279,28 +301,30 @@ def time_end_to_end(cfg, samples, B, steps, k, devs, rows: Rows) -> float:
 
 
 def run(preset="guppy-9m", device="auto", steps=20, batch_size=None, data_dir=None, torch_compile=True,
-        steps_per_call=(1, 4), quiet=False, peak_tflops=None):
+        steps_per_call=(1, 4), quiet=False, peak_tflops=None, dtype="auto"):
     """Every comparison on one preset's model (dropout off); returns the result dict."""
     import jax
     import torch
 
     from .data import make_batch, padded_row_len
     from .datadir import load_samples
+    from .precision import resolve
     train_cfg = PRESETS[preset]
     cfg = train_cfg.model.replace(dropout=0.0)  # timing only: dropout off in both
     B = batch_size or train_cfg.batch_size
     devs = pick_devices(device)
+    dtype = resolve(dtype, devs.jax)[0]
     samples = load_samples(data_dir or cli.DEFAULT_DATA, cfg.max_seq_len, cfg.vocab_size)
     T = padded_row_len(samples, cfg.max_seq_len)
     rs = np.random.default_rng(0)
     same = [make_batch([[samples[i]] for i in rs.choice(len(samples), B, replace=False)], T)
             for _ in range(8)]
-    peak = peak_tflops or (device_peak(devs.name, "float32") if devs.gpu else None)
+    peak = peak_tflops or (device_peak(devs.name, dtype) if devs.gpu else None)
     rows = Rows(peak, flops_per_token(cfg, T), quiet)
     if not quiet:
         print(f"device: {devs.name} ({'gpu' if devs.gpu else 'cpu'}), preset {preset} "
-              f"({cfg.num_params():,} params), batch {B} x {T}, {steps} timed steps")
-    time_same_work(cfg, same, steps, steps_per_call, torch_compile, devs, rows)
+              f"({cfg.num_params():,} params), batch {B} x {T}, JAX in {dtype}, {steps} timed steps")
+    time_same_work(cfg, same, steps, steps_per_call, torch_compile, devs, rows, dtype)
     end_to_end = time_end_to_end(cfg, samples, B, steps, train_cfg.steps_per_call, devs, rows)
     gen = bench_generation(cfg, devs.jax, devs.torch)
     eager, jax1 = rows.find("torch eager"), rows.find("jax jit")
@@ -309,7 +333,10 @@ def run(preset="guppy-9m", device="auto", steps=20, batch_size=None, data_dir=No
               "same_work_best_jax_over_torch_eager": best_jax["tokens_per_s"] / eager["tokens_per_s"],
               "end_to_end_jax_over_torch_original": end_to_end,
               "generation_cached_jax_over_reference": gen["jax_cached"] / gen["torch_reference"]}
-    return {"device": devs.name, "backend": "gpu" if devs.gpu else "cpu", "config": preset,
+    if dtype != "float32":
+        ratios["same_work_best_jax_over_torch_amp"] = (best_jax["tokens_per_s"]
+                                                       / rows.find(f"torch AMP ({dtype})")["tokens_per_s"])
+    return {"device": devs.name, "backend": "gpu" if devs.gpu else "cpu", "config": preset, "dtype": dtype,
             "params": cfg.num_params(), "batch": [B, T], "steps": steps,
             "flops_per_token": rows.flops_tok, "peak_tflops": peak, "rows": rows.rows, "generation": gen,
             "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -346,6 +373,9 @@ def build_parser():
     p = cli.make_parser("bench", __doc__)
     cli.add_preset(p, PRESETS, "model preset to time", default="guppy-9m", legacy_alias=True)
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
+                   help="JAX's compute dtype (auto: as train picks it); with a half dtype the reference "
+                        "is also timed with the original's autocast")
     p.add_argument("--steps", type=cli.positive_int, default=20, help="timed steps per measurement (after warm-up)")
     p.add_argument("--batch-size", type=cli.positive_int, help="default: the preset's")
     cli.add_data_dir(p)
@@ -363,7 +393,7 @@ def main(argv=None) -> int:
     from .data import DataError
     try:
         res = run(args.preset, args.device, args.steps, args.batch_size, args.data_dir, not args.no_torch_compile,
-                  tuple(args.steps_per_call), quiet=args.quiet, peak_tflops=args.peak_tflops)
+                  tuple(args.steps_per_call), quiet=args.quiet, peak_tflops=args.peak_tflops, dtype=args.dtype)
     except DataError as err:
         return cli.error(err)
     except ValueError as err:

@@ -8,7 +8,7 @@ A run directory is self-contained:
   metrics.jsonl, loss_curve.png, summary.json
   .lock            held by the one process that writes the run (train, convert import)
 A checkpoint holds three items: `params` (the weights, all that chat, eval and export
-read), `train_state` (step and optimizer state) and `meta` (JSON: the data iterator's
+read), `train_state` (step, optimizer state, and the loss scale of a float16 run) and `meta` (JSON: the data iterator's
 position and the best eval loss), so a resumed run continues bit for bit.
 
 Nothing is lost silently: orbax writes a step into a temporary directory and renames it
@@ -108,6 +108,21 @@ class RunLock:
         return False
 
 
+def _train_state_item(state) -> dict:
+    item = {"step": state.step, "opt_state": state.opt_state}
+    if state.loss_scale is not None:
+        scale = state.loss_scale
+        item["loss_scale"] = {"scale": scale.scale, "good_steps": scale.good_steps, "skipped": scale.skipped}
+    return item
+
+
+def _with_train_state(state, item: dict):
+    state = state.replace(step=item["step"], opt_state=item["opt_state"])
+    if "loss_scale" in item:
+        state = state.replace(loss_scale=state.loss_scale.replace(**item["loss_scale"]))
+    return state
+
+
 class RunCheckpoints:
     """Periodic + best checkpoints of one run directory. `notes` collects the fallbacks
     taken (an unreadable checkpoint skipped), for the caller to print."""
@@ -132,7 +147,7 @@ class RunCheckpoints:
                 manager.delete(old)
         items = ocp.args.Composite(
             params=ocp.args.StandardSave(state.params),
-            train_state=ocp.args.StandardSave({"step": state.step, "opt_state": state.opt_state}),
+            train_state=ocp.args.StandardSave(_train_state_item(state)),
             meta=ocp.args.JsonSave(meta))
         try:
             manager.save(step, args=items)
@@ -206,14 +221,13 @@ class RunCheckpoints:
         manager = self.best if best else self.periodic
         steps = [step] if step is not None else sorted(manager.all_steps(), reverse=True)
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, {
-            "params": state.params, "train_state": {"step": state.step, "opt_state": state.opt_state}})
+            "params": state.params, "train_state": _train_state_item(state)})
         items = ocp.args.Composite(params=ocp.args.StandardRestore(abstract["params"]),
                                    train_state=ocp.args.StandardRestore(abstract["train_state"]),
                                    meta=ocp.args.JsonRestore())
         got = self._first_readable([(manager, s) for s in steps], items, "checkpoint")
         self.saved.add(("best" if best else "periodic", int(got["train_state"]["step"])))  # already on disk
-        return state.replace(params=got["params"], step=got["train_state"]["step"],
-                             opt_state=got["train_state"]["opt_state"]), dict(got["meta"])
+        return _with_train_state(state.replace(params=got["params"]), got["train_state"]), dict(got["meta"])
 
     def restore_params(self, abstract_params, best: bool = True):
         """Only the weights (no optimizer state is read or built), shaped like

@@ -156,7 +156,8 @@ class TrainConfig:
     checkpoint_every: int = _field(1000, "save a checkpoint every N steps (and always at the end)")
     keep_checkpoints: int = _field(3, "periodic checkpoints kept on disk (the best-eval one is kept apart)")
     seed: int = _field(42, "seed for init, data order and dropout")
-    dtype: str = _field("float32", "compute dtype: float32 or bfloat16 (params stay float32)")
+    dtype: str = _field("auto", "compute dtype: auto (float32 on CPU; on a GPU bfloat16 if fast, else float16 "
+                                "with loss scaling), float32, bfloat16 or float16; params stay float32")
     steps_per_call: int = _field(1, "train steps per jitted call (a lax.scan over stacked batches); "
                                     "steps, eval_every and checkpoint_every must be multiples of it")
 
@@ -173,8 +174,8 @@ class TrainConfig:
             raise ConfigError(f"seq_len must be in [0, max_seq_len={self.model.max_seq_len}], got {self.seq_len}")
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ConfigError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ConfigError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
 
     def replace(self, **changes) -> "TrainConfig":
         return dataclasses.replace(self, **changes)

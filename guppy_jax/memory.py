@@ -56,3 +56,10 @@ def check_train_fits(cfg: ModelConfig, batch_size: int, seq_len: int, device=Non
 def check_prepare_fits(samples: int) -> None:
     check_fits(PREPARE_BASE_BYTES + samples * PREPARE_BYTES_PER_SAMPLE, f"generating {samples:,} samples",
                "ask for fewer --samples")
+
+
+def is_out_of_memory(err: Exception) -> bool:
+    """An allocation failure reported by XLA (a JaxRuntimeError whose status is
+    RESOURCE_EXHAUSTED) or by the host."""
+    text = str(err)
+    return isinstance(err, MemoryError) or ("RESOURCE_EXHAUSTED" in text and "emory" in text)

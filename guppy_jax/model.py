@@ -5,6 +5,10 @@ Read it beside reference_torch/model.py: the sections come in the same order
 data (a pytree) made by `GuppyLM(cfg).init(...)`; the forward pass is the pure
 function `GuppyLM(cfg).apply({'params': params}, tokens_BT, ...)`.
 
+Mixed precision follows torch autocast: with dtype float16 or bfloat16 the matmuls (every
+Dense, the attention einsums, the tied head) run in that dtype, while the embeddings, the
+residual stream, LayerNorms, softmax and logits stay float32 (params are always float32).
+
 Shape suffixes: B batch, T query length, S key length (T, or the cache size when
 decoding), D d_model, H heads, K head dim, F ffn hidden, V vocab.
 
@@ -35,9 +39,10 @@ def dense(features: int, name: str, dtype) -> nn.Dense:
                     dtype=dtype, name=name)
 
 
-def layer_norm(name: str, dtype) -> nn.LayerNorm:
+def layer_norm(name: str) -> nn.LayerNorm:
     # PyTorch's LayerNorm: eps 1e-5, variance as mean((x - mean)^2), not E[x^2] - E[x]^2.
-    return nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, dtype=dtype, name=name)
+    # Computed at the residual stream's precision, never in half (as under torch autocast).
+    return nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, name=name)
 
 
 # ----------------------------------------------------------------------------- Attention
@@ -119,10 +124,10 @@ class Block(nn.Module):
 
     @nn.compact
     def __call__(self, x_BTD, segment_ids_BT, deterministic: bool, decode: bool = False):
-        h_BTD = layer_norm("norm1", self.dtype)(x_BTD)
+        h_BTD = layer_norm("norm1")(x_BTD)
         x_BTD = x_BTD + Attention(self.cfg, self.dtype, name="attn")(
             h_BTD, segment_ids_BT, deterministic, decode)
-        h_BTD = layer_norm("norm2", self.dtype)(x_BTD)
+        h_BTD = layer_norm("norm2")(x_BTD)
         x_BTD = x_BTD + FFN(self.cfg, self.dtype, name="ffn")(h_BTD, deterministic)
         self.sow("intermediates", "block_out", x_BTD)
         return x_BTD
@@ -131,7 +136,7 @@ class Block(nn.Module):
 # ----------------------------------------------------------------------------- GuppyLM
 class GuppyLM(nn.Module):
     cfg: ModelConfig
-    dtype: jnp.dtype = jnp.float32  # compute dtype; params stay float32
+    dtype: jnp.dtype = jnp.float32  # matmul dtype; params, norms, softmax and the residual stay float32
 
     @nn.compact
     def __call__(self, tokens_BT, positions_BT=None, segment_ids_BT=None,
@@ -145,17 +150,16 @@ class GuppyLM(nn.Module):
         if segment_ids_BT is None:
             segment_ids_BT = jnp.ones((B, T), jnp.int32)
 
-        tok_emb = nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=normal_init,
-                           dtype=self.dtype, name="tok_emb")
-        pos_emb = nn.Embed(cfg.max_seq_len, cfg.d_model, embedding_init=normal_init,
-                           dtype=self.dtype, name="pos_emb")
+        tok_emb = nn.Embed(cfg.vocab_size, cfg.d_model, embedding_init=normal_init, name="tok_emb")
+        pos_emb = nn.Embed(cfg.max_seq_len, cfg.d_model, embedding_init=normal_init, name="pos_emb")
         x_BTD = tok_emb(tokens_BT) + pos_emb(positions_BT)
         x_BTD = nn.Dropout(cfg.dropout)(x_BTD, deterministic=deterministic)
         for i in range(cfg.n_layers):
             x_BTD = Block(cfg, self.dtype, name=f"blocks_{i}")(
                 x_BTD, segment_ids_BT, deterministic, decode)
-        x_BTD = layer_norm("norm", self.dtype)(x_BTD)
-        logits_BTV = tok_emb.attend(x_BTD)  # tied head: x @ tok_emb.T, no bias
+        x_BTD = layer_norm("norm")(x_BTD)
+        # tied head: x @ tok_emb.T, no bias, a matmul like the others (in self.dtype)
+        logits_BTV = jnp.dot(x_BTD.astype(self.dtype), tok_emb.embedding.astype(self.dtype).T)
         return logits_BTV.astype(jnp.promote_types(self.dtype, jnp.float32))
 
 

@@ -1,4 +1,4 @@
-"""The pure training pieces: loss, optimizer, TrainState, train_step and eval_step.
+"""The pure training pieces: loss, optimizer, loss scale, TrainState, train_step and eval_step.
 
 A batch is a dict of equally shaped (B, T) arrays: `inputs`, `targets`, `loss_mask`
 (true where a target counts), and optionally `positions` and `segment_ids` for packed
@@ -53,27 +53,69 @@ def clip_by_global_norm_like_torch(max_norm: float, eps: float = 1e-6) -> optax.
 
 
 def make_optimizer(oc: OptimConfig) -> optax.GradientTransformation:
-    """Clip the global grad norm (as PyTorch does), then AdamW with decoupled weight decay on
-    every parameter."""
+    """Clip the global grad norm (as PyTorch does), then AdamW's moments and decoupled weight
+    decay on every parameter. The learning rate is applied by `apply_update` from the
+    global step, not counted inside the chain: a skipped float16 step still advances the
+    schedule (as in the original's loop) while Adam's own count, its bias correction, only
+    counts the updates applied (as torch.optim.AdamW's does)."""
     return optax.chain(
         clip_by_global_norm_like_torch(oc.grad_clip),
-        optax.adamw(lr_schedule(oc), b1=oc.beta1, b2=oc.beta2, eps=oc.eps,
-                    weight_decay=oc.weight_decay),
+        optax.scale_by_adam(b1=oc.beta1, b2=oc.beta2, eps=oc.eps),
+        optax.add_decayed_weights(oc.weight_decay),
     )
 
 
+class LossScale(struct.PyTreeNode):
+    """PyTorch GradScaler's dynamic loss scale, kept as data in the train state.
+
+    The loss is multiplied by `scale` before differentiating, so that small float16
+    gradients do not flush to zero, and the gradients are divided by it before the update.
+    A step whose gradients hold inf or NaN is skipped and the scale halves; after
+    `growth_interval` finite steps in a row it doubles. (flax's DynamicScale grows one
+    step later and optax.apply_if_finite does not scale; this is torch's rule exactly.)
+    """
+
+    scale: jax.Array        # float32, a power of two
+    good_steps: jax.Array   # finite steps since the scale last changed
+    skipped: jax.Array      # steps skipped so far
+    growth_interval: int = struct.field(pytree_node=False, default=2000)
+
+    @classmethod
+    def create(cls, init_scale: float = 2.0**16, growth_interval: int = 2000) -> "LossScale":
+        return cls(jnp.asarray(init_scale, jnp.float32), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32),
+                   growth_interval)
+
+    def after(self, finite) -> "LossScale":
+        """The scale for the next step, given whether this step's gradients were finite."""
+        grow = finite & (self.good_steps + 1 >= self.growth_interval)
+        scale = jnp.where(finite, jnp.where(grow, self.scale * 2, self.scale), self.scale * 0.5)
+        good = jnp.where(finite & ~grow, self.good_steps + 1, 0)
+        return self.replace(scale=scale, good_steps=good, skipped=self.skipped + (~finite).astype(jnp.int32))
+
+
 class TrainState(train_state.TrainState):
-    """step, params, opt_state; apply_fn, tx and lr_fn are static (not traced, not saved)."""
+    """step, params, opt_state and (float16 only) loss_scale; apply_fn, tx and lr_fn are
+    static (not traced, not saved)."""
 
     lr_fn: Callable = struct.field(pytree_node=False)
+    loss_scale: LossScale | None = None
 
 
-def create_state(cfg: ModelConfig, oc: OptimConfig, params, dtype=jnp.float32) -> TrainState:
+def create_state(cfg: ModelConfig, oc: OptimConfig, params, dtype=jnp.float32,
+                 loss_scale: LossScale | None = None) -> TrainState:
     state = TrainState.create(apply_fn=GuppyLM(cfg, dtype).apply, params=params,
-                              tx=make_optimizer(oc), lr_fn=lr_schedule(oc))
+                              tx=make_optimizer(oc), lr_fn=lr_schedule(oc), loss_scale=loss_scale)
     # create() leaves step as the Python int 0; after one update it is an int32 array, and
     # that change of type would compile the jitted step a second time.
     return state.replace(step=jnp.zeros((), jnp.int32))
+
+
+def apply_update(state: TrainState, grads, lr) -> TrainState:
+    """Clip, Adam, weight decay (the chain), then params -= lr * update."""
+    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+    updates = jax.tree_util.tree_map(lambda u: jnp.asarray(-lr, u.dtype) * u, updates)
+    return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                         opt_state=opt_state)
 
 
 def batch_loss(apply_fn, params, batch, deterministic=True, dropout_rng=None):
@@ -84,18 +126,28 @@ def batch_loss(apply_fn, params, batch, deterministic=True, dropout_rng=None):
 
 
 def train_step(state: TrainState, batch: dict, rng: jax.Array, dropout: bool = True):
-    """One AdamW update. Dropout keys are fold_in(rng, step): no key is carried in the state."""
+    """One AdamW update. Dropout keys are fold_in(rng, step): no key is carried in the state.
+    With a loss scale (float16) the gradients come from the scaled loss, and a step whose
+    gradients are not finite changes nothing but the step and the scale."""
     dropout_rng = jax.random.fold_in(rng, state.step)
+    scaler = state.loss_scale
 
     def loss_fn(params):
-        return batch_loss(state.apply_fn, params, batch, not dropout, dropout_rng)
+        loss = batch_loss(state.apply_fn, params, batch, not dropout, dropout_rng)
+        return (loss if scaler is None else loss * scaler.scale), loss
 
-    loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    lr = state.lr_fn(state.step)  # optax's schedule count equals state.step
-    new_state = state.apply_gradients(grads=grads)
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": lr,
-               "tokens": batch["loss_mask"].sum()}
-    return new_state, metrics
+    (_, loss), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    lr = state.lr_fn(state.step)
+    metrics = {"loss": loss, "lr": lr, "tokens": batch["loss_mask"].sum()}
+    if scaler is None:
+        metrics["grad_norm"] = optax.tree.norm(grads)
+        return apply_update(state, grads, lr), metrics
+    grads = jax.tree_util.tree_map(lambda g: g / scaler.scale, grads)
+    finite = jnp.all(jnp.array([jnp.isfinite(g).all() for g in jax.tree_util.tree_leaves(grads)]))
+    applied, skipped = apply_update(state, grads, lr), state.replace(step=state.step + 1)
+    new_state = jax.tree_util.tree_map(lambda a, b: jnp.where(finite, a, b), applied, skipped)
+    metrics.update(grad_norm=optax.tree.norm(grads), loss_scale=scaler.scale, skipped=~finite)
+    return new_state.replace(loss_scale=scaler.after(finite)), metrics
 
 
 def eval_step(apply_fn, params, batch: dict):

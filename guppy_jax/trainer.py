@@ -36,9 +36,10 @@ from .cli import DEFAULT_DATA
 from .config import TrainConfig
 from .data import DataError, mean_eval_loss, non_pad_share, stack_batches
 from .datadir import TrainingData, load_for_training
-from .memory import check_train_fits
+from .memory import check_train_fits, is_out_of_memory
 from .model import GuppyLM, init_params
-from .steps import TrainState, create_state, make_eval_step, make_train_step
+from .precision import compute_dtype, needs_loss_scaling, resolve
+from .steps import LossScale, TrainState, create_state, make_eval_step, make_train_step
 
 SAMPLE_PROMPTS = ["hi guppy", "what is the meaning of life", "are you hungry", "do you like the cat",
                   "what do you think about money"]
@@ -209,9 +210,11 @@ def open_run(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False,
     if resume:
         check_same_tokenizer(out, data_dir)
     write_run_config(out, cfg, preset, Path(data_dir) / "tokenizer.json", copy_tokenizer=not resume)
-    dtype = jnp.bfloat16 if cfg.dtype == "bfloat16" else jnp.float32
+    dtype = compute_dtype(cfg.dtype)
     root = jax.random.key(cfg.seed)
-    state = create_state(cfg.model, cfg.optim, init_params(cfg.model, jax.random.fold_in(root, 0)), dtype)
+    scaler = LossScale.create() if needs_loss_scaling(cfg.dtype) else None
+    state = create_state(cfg.model, cfg.optim, init_params(cfg.model, jax.random.fold_in(root, 0)), dtype,
+                         scaler)
     ckpts = RunCheckpoints(out, cfg.keep_checkpoints)
     loop = LoopState(state)
     if resume:
@@ -235,13 +238,18 @@ def read_metrics(run: Run, loop: LoopState, bar, meter: Throughput) -> None:
     got = {key: np.atleast_1d(np.asarray(v, np.float64)) for key, v in jax.device_get(metrics).items()}
     for j in range(len(got["loss"])):
         m = {key: float(v[j]) for key, v in got.items()}
-        if not (math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"])):
+        skipped = bool(m.get("skipped", 0))  # float16: gradients overflowed, the update was skipped
+        if not (math.isfinite(m["loss"]) and (skipped or math.isfinite(m["grad_norm"]))):
             raise FloatingPointError(f"non-finite loss at step {first_step + j} (loss {m['loss']}, "
                                      f"grad norm {m['grad_norm']})")
         tps = meter.add(m["tokens"])
-        run.metrics.write({"step": first_step + j, "loss": m["loss"], "lr": m["lr"],
-                           "grad_norm": m["grad_norm"], "tokens_per_s": tps})
-        bar.set_postfix(loss=f"{m['loss']:.3f}", lr=f"{m['lr']:.1e}", tok_s=f"{tps:,.0f}", refresh=False)
+        record = {"step": first_step + j, "loss": m["loss"], "lr": m["lr"],
+                  "grad_norm": None if skipped else m["grad_norm"], "tokens_per_s": tps}
+        if "loss_scale" in m:
+            record.update(loss_scale=m["loss_scale"], skipped=skipped)
+        run.metrics.write(record)
+        shown = {"loss_scale": f"{m['loss_scale']:.0f}"} if "loss_scale" in m else {}
+        bar.set_postfix(loss=f"{m['loss']:.3f}", lr=f"{m['lr']:.1e}", tok_s=f"{tps:,.0f}", **shown, refresh=False)
         bar.update(1)
     loop.last_good_step = first_step + len(got["loss"]) - 1
 
@@ -310,7 +318,9 @@ def finish(run: Run, loop: LoopState, started: float) -> dict:
                "wall_s": time.perf_counter() - started, "best_eval_loss": loop.best_eval,
                "compiles": {"train_step": run.step_fn._cache_size(), "eval_step": run.eval_fn._cache_size()},
                "non_pad_share": loop.non_pad_share, "params": run.cfg.model.num_params(),
-               "backend": jax.default_backend(), **run.data.report}
+               "backend": jax.default_backend(), "dtype": run.cfg.dtype, **run.data.report}
+    if loop.state.loss_scale is not None and loop.status in ("finished", "interrupted"):
+        summary.update(loss_scale=float(loop.state.loss_scale.scale), skipped_steps=int(loop.state.loss_scale.skipped))
     try:
         (run.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         plot_losses(run.out / "metrics.jsonl", run.out / "loss_curve.png")
@@ -335,7 +345,14 @@ def start_line(run: Run, end_step: int) -> str:
     cfg, report = run.cfg, run.data.report
     return (f"run {run.out}: preset {run.preset}, {cfg.model.num_params():,} params, batch {cfg.batch_size} x "
             f"{report['seq_len']} ({'packed' if cfg.packing else 'padded'}), steps {run.start_step}->{end_step} "
-            f"on {jax.default_backend()}; {report['train_samples']} train / {report['eval_samples']} eval samples")
+            f"on {jax.default_backend()} in {cfg.dtype}; {report['train_samples']} train / "
+            f"{report['eval_samples']} eval samples")
+
+
+def out_of_memory_hint(cfg: TrainConfig) -> str:
+    return (f"the device ran out of memory (batch {cfg.batch_size}, {cfg.model.num_params():,} params): try a "
+            f"smaller --batch-size (now {cfg.batch_size}) or --steps-per-call, or --no-preallocate so that JAX "
+            f"does not take 75% of GPU memory up front; the last checkpoint is kept, continue with --resume")
 
 
 def train(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False, preset: str = "custom",
@@ -346,6 +363,10 @@ def train(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False, pr
     k = cfg.steps_per_call
     if stop_after is not None and (stop_after <= 0 or stop_after % k):
         raise TrainError(f"--stop-after ({stop_after}) must be a positive multiple of steps_per_call ({k})")
+    dtype, why = resolve(cfg.dtype, jax.devices()[0])
+    if not quiet:
+        print(f"precision: {dtype} ({why})", flush=True)
+    cfg = cfg.replace(dtype=dtype)  # the run stores what it computes in
     make_writable_dir(Path(out))
     with RunLock(out), StopOnSignal(quiet) as stop:
         run, loop = open_run(cfg, out, data_dir, resume, preset, quiet, force)
@@ -389,6 +410,10 @@ def train_and_finish(run: Run, loop: LoopState, stop_after, stop: StopOnSignal, 
               f"is untouched." if kept is not None else "no checkpoint had been saved yet."), file=sys.stderr)
     except CheckpointSaveError as err:
         loop.status, failure = "save-failed", str(err)
+    except Exception as err:
+        if not is_out_of_memory(err):
+            raise
+        loop.status, failure = "out-of-memory", out_of_memory_hint(run.cfg)
     finally:
         bar.close()
     try:

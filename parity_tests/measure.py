@@ -331,3 +331,62 @@ def check_causality(cfg: ModelConfig) -> list[Check]:
     past_min = min(np.abs(g_pos[:t + 1]).max(axis=1).min(), np.abs(g_pos_t[:t + 1]).max(axis=1).min())
     return [Check(f"max |d loss[{t}] / d pos_emb[s > {t}]| (jax, torch)", float(future), 0.0, "max value"),
             Check(f"rows s <= {t} with zero gradient (must be none)", float(past_min == 0), 0.0, "count>0")]
+
+
+# float16 with loss scaling, against the original's AMP loop (autocast + GradScaler). Both
+# frameworks round the same float32 values to float16 at the same places (every matmul's
+# inputs) and accumulate in float32, so one step agrees to float32 level (~2e-6). A bound
+# that any honest float16 pipeline must meet: the loss curves within one float16 ulp of the
+# starting loss, u * loss_0 with u = 2**-11 (about 2.7e-3 for a loss of 5.5). Skipped
+# steps and the scale at every step must be identical.
+FLOAT16_UNIT_ROUNDOFF = 2.0**-11
+
+
+def _boosted_torch_step(model, factor, run_step):
+    """Run one torch step with the logits multiplied by `factor` (in float32)."""
+    forward = model.forward
+    model.forward = lambda *a, **k: forward(*a, **k).float() * factor
+    try:
+        return run_step()
+    finally:
+        del model.forward
+
+
+def check_float16_training(cfg: ModelConfig, n_steps: int = 60, growth_interval: int = 10,
+                           overflow_at: int = 30, n_batches: int = 4) -> tuple[list[Check], dict]:
+    """JAX float16 + LossScale against torch autocast + GradScaler, from the same weights on
+    the same batches; at step `overflow_at` both get logits x 1e4, which overflows float16
+    gradients, so both must skip it."""
+    from guppy_jax.steps import LossScale
+    cfg = cfg.replace(dropout=0.0)
+    oc = OptimConfig(warmup_steps=10, steps=n_steps)
+    model, params = pair(cfg, "torch")
+    batches = [padded_batch(cfg, default_lengths(cfg), seed=i) for i in range(n_batches)]
+    opt, sched = ref_train.make_optimizer(model, oc)
+    scaler = torch.amp.GradScaler("cpu", growth_interval=growth_interval)
+    state = create_state(cfg, oc, params, jnp.float16, LossScale.create(growth_interval=growth_interval))
+    step, base_apply = make_train_step(dropout=False), state.apply_fn
+    got = {"torch_loss": [], "jax_loss": [], "torch_scale": [], "jax_scale": [], "torch_skip": [], "jax_skip": []}
+    for i in range(n_steps):
+        batch, factor = batches[i % n_batches], (1e4 if i == overflow_at else 1.0)
+        before = scaler.get_scale()
+        got["torch_loss"].append(_boosted_torch_step(model, factor, lambda: ref_train.train_step_amp(
+            model, opt, sched, scaler, ref_train.to_torch_batch(batch), oc.grad_clip)))
+        got["torch_scale"].append(scaler.get_scale())
+        got["torch_skip"].append(scaler.get_scale() < before)
+        boosted = state.replace(apply_fn=lambda *a, **k: base_apply(*a, **k) * factor) if factor != 1 else state
+        state, metrics = step(boosted, jax_batch(batch), jax.random.key(0))
+        state = state.replace(apply_fn=base_apply)
+        got["jax_loss"].append(float(metrics["loss"]))
+        got["jax_scale"].append(float(state.loss_scale.scale))
+        got["jax_skip"].append(bool(metrics["skipped"]))
+    kept = [i for i in range(n_steps) if i != overflow_at]
+    curve = max_abs([got["jax_loss"][i] for i in kept], [got["torch_loss"][i] for i in kept])
+    tol = FLOAT16_UNIT_ROUNDOFF * got["torch_loss"][0]
+    label = f"float16 + loss scaling, {n_steps} steps, overflow forced at {overflow_at}"
+    checks = [Check(f"{label}: skipped steps", sum(a != b for a, b in zip(got["jax_skip"], got["torch_skip"])),
+                    0, "steps that differ"),
+              Check(f"{label}: loss scale", sum(a != b for a, b in zip(got["jax_scale"], got["torch_scale"])),
+                    0, "steps that differ"),
+              Check(f"{label}: loss curve", curve, tol)]
+    return checks, got

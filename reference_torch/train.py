@@ -1,4 +1,5 @@
-"""The original GuppyLM training recipe in PyTorch: AdamW, grad-norm clip, warmup + cosine."""
+"""The original GuppyLM training recipe in PyTorch: AdamW, grad-norm clip, warmup + cosine,
+in float32 or, as the original trains on a GPU, with float16 autocast and a GradScaler."""
 from __future__ import annotations
 
 import numpy as np
@@ -30,6 +31,25 @@ def train_step(model: GuppyLM, opt, sched, batch: dict, grad_clip: float = 1.0) 
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     opt.step()
+    sched.step()
+    return loss.item()
+
+
+def train_step_amp(model: GuppyLM, opt, sched, scaler, batch: dict, grad_clip: float = 1.0,
+                   device_type: str = "cpu", dtype=torch.float16) -> float:
+    """The original's mixed-precision step: the loss under float16 autocast, backward on the
+    scaled loss, unscale, clip, step (skipped by the scaler when a gradient is inf/NaN),
+    update the scale. The schedule advances either way; AdamW's own step count does not.
+    (With dtype bfloat16, pass a disabled scaler: bfloat16 has float32's range.)"""
+    model.train()
+    with torch.autocast(device_type, dtype=dtype):
+        loss = lm_loss(model(batch["inputs"]), batch["targets"], batch["loss_mask"])
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(opt)
+    scaler.update()
     sched.step()
     return loss.item()
 

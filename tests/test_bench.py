@@ -39,3 +39,14 @@ def test_old_config_flag_still_works_and_bad_values_are_refused(capsys):
             bench.build_parser().parse_args(bad)
         assert exit_info.value.code == 2
     assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_half_precision_is_timed_against_the_originals_autocast(data_dir, tmp_path):
+    out = tmp_path / "b.json"
+    assert bench.main(["--preset", "tiny", "--steps", "2", "--steps-per-call", "1", "--no-torch-compile",
+                       "--device", "cpu", "--dtype", "float16", "--data-dir", str(data_dir), "--json", str(out),
+                       "--quiet"]) == 0
+    res = json.loads(out.read_text())
+    assert res["dtype"] == "float16"
+    amp = next(r for r in res["rows"] if r["framework"] == "torch AMP (float16)")
+    assert amp["tokens_per_s"] > 0 and res["ratios"]["same_work_best_jax_over_torch_amp"] > 0

@@ -76,3 +76,31 @@ def test_each_made_step_has_its_own_compile_count():
     evaluate(state.params, batch(0))
     evaluate(state.params, batch(1, B=3))  # a new shape compiles again
     assert evaluate._cache_size() == 2
+
+
+def test_a_step_with_overflowing_gradients_changes_nothing_but_step_and_scale():
+    from guppy_jax.steps import LossScale
+    oc = OptimConfig(warmup_steps=0, steps=10)
+    state = create_state(CFG, oc, init_params(CFG, jax.random.key(0)), jnp.float16,
+                         LossScale.create(init_scale=2.0**60))  # so large that float16 gradients overflow
+    new, metrics = jax.jit(train_step)(state, batch(0), jax.random.key(0))
+    assert bool(metrics["skipped"]) and float(metrics["loss_scale"]) == 2.0**60
+    assert int(new.step) == 1 and float(new.loss_scale.scale) == 2.0**59 and int(new.loss_scale.skipped) == 1
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree_util.tree_leaves(new.params),
+                                                  jax.tree_util.tree_leaves(state.params)))
+    adam = new.opt_state[1]
+    assert int(adam.count) == 0  # Adam's bias correction did not count the skipped step
+    fine = new.replace(loss_scale=LossScale.create())  # a sane scale: this step applies
+    after, metrics = jax.jit(train_step)(fine, batch(0), jax.random.key(0))
+    assert not bool(metrics["skipped"]) and int(after.opt_state[1].count) == 1
+    assert float(metrics["lr"]) == float(fine.lr_fn(1))  # the schedule went on from the global step
+
+
+def test_the_scale_doubles_after_the_growth_interval_and_halves_on_overflow():
+    from guppy_jax.steps import LossScale
+    scale, seen = LossScale.create(8.0, growth_interval=3), []
+    for finite in (True, True, True, True, False, True, True, True):
+        scale = scale.after(jnp.asarray(finite))
+        seen.append(float(scale.scale))
+    assert seen == [8.0, 8.0, 16.0, 16.0, 8.0, 8.0, 8.0, 16.0]  # torch GradScaler's sequence
+    assert int(scale.skipped) == 1

@@ -107,3 +107,27 @@ def test_bfloat16_compute_trains_close_to_float32(tmp_path, data_dir):
     diffs = [abs(a[s] - b[s]) for s in a]
     assert 0 < max(diffs) < 0.1  # really computed in bfloat16, and still the same training
     assert b[TINY.optim.steps] < b[1] - 0.5
+
+
+def test_float16_trains_shows_the_loss_scale_and_resumes_bit_for_bit(tmp_path, data_dir):
+    cfg = TINY.replace(dtype="float16", optim=TINY.optim.replace(steps=20), checkpoint_every=4)
+    whole = run(cfg, tmp_path / "whole", data_dir)
+    assert whole["dtype"] == "float16" and whole["loss_scale"] >= 2.0**16 and whole["skipped_steps"] >= 0
+    rows = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    assert all("loss_scale" in r and "skipped" in r for r in rows if "loss" in r)
+    run(cfg, tmp_path / "split", data_dir, stop_after=8)
+    run(cfg, tmp_path / "split", data_dir, resume=True)
+    assert losses(tmp_path / "whole") == losses(tmp_path / "split")
+    split = json.loads((tmp_path / "split" / "summary.json").read_text())
+    assert (split["loss_scale"], split["skipped_steps"]) == (whole["loss_scale"], whole["skipped_steps"])
+
+
+def test_running_out_of_memory_ends_with_a_hint_not_a_trace(tmp_path, data_dir, monkeypatch):
+    import guppy_jax.trainer as trainer
+
+    def step_that_runs_out(*args):
+        raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 17179869184 bytes.")
+    step_that_runs_out._cache_size = lambda: 0  # as a jitted function has
+    monkeypatch.setattr(trainer, "make_train_step", lambda k: step_that_runs_out)
+    with pytest.raises(TrainError, match=r"ran out of memory .* smaller --batch-size .* --no-preallocate"):
+        run(TINY, tmp_path / "run", data_dir)

@@ -1,0 +1,102 @@
+"""Set up and run guppy-jax on a fresh machine that has Python 3.10+ and nothing else.
+
+    python scripts/quickstart.py train [flags]   # python -m guppy_jax.train [flags], in .venv
+    python scripts/quickstart.py test [args]     # the whole test suite (what CI runs), in .venv
+    python scripts/quickstart.py test-lowest     # a smoke subset on the lowest versions we claim
+
+Each command makes (or reuses) its virtual environment first: `.venv` with the CPU build of
+PyTorch 2.13.0 (the reference) and the project with its `torch`, `web` and `dev` extras (plus
+`gpu` where `nvidia-smi` finds a GPU); `test` also installs, where it can, what the browser
+test needs (Debian's chromium and chromedriver, the page's npm packages). An environment is
+rebuilt when pyproject.toml changes. Only the standard library is used here.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TORCH_CPU = "torch==2.13.0"  # a local CPU build here; an open range would pull several GB of CUDA
+# The lowest versions pyproject.toml claims, installed together by `test-lowest`
+# (tests/test_quickstart.py checks that these and pyproject.toml's floors agree).
+LOWEST = {"jax": "0.4.35", "jaxlib": "0.4.35", "flax": "0.10.0", "optax": "0.2.5",
+          "orbax-checkpoint": "0.10.0", "numpy": "2.0.2", "tokenizers": "0.19.1", "tqdm": "4.66.0",
+          "matplotlib": "3.9.0"}
+LOWEST_TESTS = ["tests/test_config.py", "tests/test_model.py", "tests/test_steps.py", "tests/test_generate.py",
+                "tests/test_data.py", "tests/test_datadir.py", "tests/test_checkpoint.py",
+                "tests/test_precision.py", "tests/test_trainer.py", "tests/test_chat.py", "tests/test_eval.py"]
+
+
+def say(message: str) -> None:
+    print(f"[quickstart] {message}", flush=True)
+
+
+def pip(python: Path, *args: str) -> None:
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", *args], cwd=REPO, check=True)
+
+
+def venv(folder: str, recipe: list[list[str]]) -> Path:
+    """A virtual environment built from `recipe` (lists of pip arguments), rebuilt when the
+    recipe or pyproject.toml changes."""
+    path = REPO / folder
+    python = path / "bin" / "python"
+    stamp = hashlib.sha256(((REPO / "pyproject.toml").read_text() + repr(recipe)).encode()).hexdigest()
+    stamp_file = path / ".quickstart-stamp"
+    if python.exists() and stamp_file.exists() and stamp_file.read_text().strip() == stamp:
+        return python
+    say(f"making {folder} (a few minutes, once)")
+    shutil.rmtree(path, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+    pip(python, "--upgrade", "pip")
+    for args in recipe:
+        pip(python, *args)
+    stamp_file.write_text(stamp + "\n")
+    return python
+
+
+def main_venv() -> Path:
+    extras = "torch,web,dev" + (",gpu" if shutil.which("nvidia-smi") else "")
+    return venv(".venv", [[TORCH_CPU], ["-e", f".[{extras}]"]])
+
+
+def browser_setup() -> None:
+    """Chromium and chromedriver from Debian (as root, where apt exists), and the page's npm
+    packages from its lockfile. Where they cannot be had, the browser test says so and fails."""
+    if not (shutil.which("chromium") and shutil.which("chromedriver")) and shutil.which("apt-get") \
+            and os.geteuid() == 0:
+        say("installing chromium and chromium-driver with apt-get")
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], check=True,
+                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    web = REPO / "web"
+    if (web / "package-lock.json").exists() and shutil.which("npm") and not (web / "node_modules").exists():
+        say("installing the page's npm packages (npm ci)")
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=web, check=True)
+
+
+def run(python: Path, *args: str) -> int:
+    return subprocess.run([str(python), *args], cwd=REPO).returncode
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("train", "test", "test-lowest"):
+        print(__doc__.strip().split("\n\n")[1])
+        return 2
+    command, rest = argv[0], argv[1:]
+    if command == "train":
+        return run(main_venv(), "-m", "guppy_jax.train", *rest)
+    if command == "test":
+        python = main_venv()
+        browser_setup()
+        return run(python, "-m", "pytest", "-q", *rest)
+    pins = [f"{name}=={version}" for name, version in LOWEST.items()]
+    python = venv(".venv-lowest", [[*pins, "pytest>=8"], ["--no-deps", "-e", "."]])
+    return run(python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *LOWEST_TESTS, *rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
