@@ -15,7 +15,7 @@ import sys
 
 from guppy_jax.config import PARITY_MODELS, OptimConfig
 from parity_tests.measure import (FIFTY_UPDATES, FLOAT32_9M_TOLERANCES, ONE_UPDATE, SCHEDULE_STEPS,
-                                  Check, check_causality, check_forward, check_greedy,
+                                  Check, check_causality, check_float16_training, check_forward, check_greedy,
                                   check_loss_and_grads, check_packing, check_schedule, check_training,
                                   parity_precision)
 
@@ -38,6 +38,9 @@ def collect(cfg, big: bool) -> list[Check]:
                                      param_tol=tol["params after 50"] if loose else None,
                                      curve_tol=tol["loss curve"] if loose else 1e-4)
     checks += check_greedy(cfg)[0] + check_packing(cfg) + check_causality(cfg)
+    # float16 against the original's AMP loop, on the micro model at any size (it is the
+    # scaler's rules being compared; the 9M model adds only minutes)
+    checks += check_float16_training(PARITY_MODELS["micro"], n_steps=50, growth_interval=10, overflow_at=25)[0]
     return checks
 
 

@@ -5,15 +5,13 @@
     python scripts/quickstart.py test-lowest     # a smoke subset on the lowest versions we claim
 
 Each command makes (or reuses) its virtual environment first: `.venv` with the CPU build of
-PyTorch 2.13.0 (the reference) and the project with its `torch`, `web` and `dev` extras (plus
-`gpu` where `nvidia-smi` finds a GPU); `test` also installs, where it can, what the browser
-test needs (Debian's chromium and chromedriver, the page's npm packages). An environment is
-rebuilt when pyproject.toml changes. Only the standard library is used here.
+PyTorch 2.13.0 (the reference) and the project with its `torch` and `dev` extras (plus `gpu`
+where `nvidia-smi` finds a GPU). An environment is rebuilt when pyproject.toml changes. Only
+the standard library is used here.
 """
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -59,23 +57,8 @@ def venv(folder: str, recipe: list[list[str]]) -> Path:
 
 
 def main_venv() -> Path:
-    extras = "torch,web,dev" + (",gpu" if shutil.which("nvidia-smi") else "")
+    extras = "torch,dev" + (",gpu" if shutil.which("nvidia-smi") else "")
     return venv(".venv", [[TORCH_CPU], ["-e", f".[{extras}]"]])
-
-
-def browser_setup() -> None:
-    """Chromium and chromedriver from Debian (as root, where apt exists), and the page's npm
-    packages from its lockfile. Where they cannot be had, the browser test says so and fails."""
-    if not (shutil.which("chromium") and shutil.which("chromedriver")) and shutil.which("apt-get") \
-            and os.geteuid() == 0:
-        say("installing chromium and chromium-driver with apt-get")
-        subprocess.run(["apt-get", "update", "-qq"], check=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], check=True,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    web = REPO / "web"
-    if (web / "package-lock.json").exists() and shutil.which("npm") and not (web / "node_modules").exists():
-        say("installing the page's npm packages (npm ci)")
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=web, check=True)
 
 
 def run(python: Path, *args: str) -> int:
@@ -91,7 +74,6 @@ def main(argv: list[str]) -> int:
         return run(main_venv(), "-m", "guppy_jax.train", *rest)
     if command == "test":
         python = main_venv()
-        browser_setup()
         return run(python, "-m", "pytest", "-q", *rest)
     pins = [f"{name}=={version}" for name, version in LOWEST.items()]
     python = venv(".venv-lowest", [[*pins, "pytest>=8"], ["--no-deps", "-e", "."]])
