@@ -5,8 +5,10 @@ Two training comparisons, then generation:
   end to end  the JAX pipeline as `guppy_jax.train` runs it (packed fixed-shape rows)
               against a PyTorch loop fed the original's way (each batch padded to its own
               longest sample), in non-pad tokens per second, batching included;
-  generation  tokens/s of a 64-token answer: KV-cached JAX against the reference's
-              re-run-everything sampler.
+  generation  tokens/s of a 64-token answer at batch 1 and at the eval's batch of 36:
+              KV-cached JAX, the reference's KV-cached eager decoder, and the original's
+              re-run-everything sampler; batch-1 decode steps against the memory floor
+              (guppy_jax/bench_decode.py).
 Timings are medians over --steps after warm-up (the first call, compilation included, is
 reported apart). Needs the `torch` extra.
 """
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from . import cli
+from .bench_decode import bench_generation, generation_ratios
 from .config import PRESETS, OptimConfig
 
 # Dense peak FLOP/s by device name and compute dtype, where known (vendor datasheets).
@@ -105,7 +108,7 @@ def torch_trainer(cfg, dev, compile_model=False):
     torch.manual_seed(0)
     model = GuppyLM(cfg).to(dev)
     opt, sched = make_optimizer(model, OptimConfig())
-    return (torch.compile(model) if compile_model else model), opt, sched
+    return (torch.compile(model, dynamic=True) if compile_model else model), opt, sched
 
 
 def torch_step_fn(opt, sched, dev, amp_dtype: str | None):
@@ -187,11 +190,13 @@ def end_to_end_jax(cfg, samples, batch_size, n, device, steps_per_call=1):
     return tokens / elapsed, elapsed / (calls * k)
 
 
-def end_to_end_torch(cfg, samples, batch_size, n, dev):
+def end_to_end_torch(cfg, samples, batch_size, n, dev, compile_model=False):
+    """The original's loop: batches padded to their own longest row, one eager step each
+    (or torch.compile with dynamic shapes, warmed on two widths so that it compiles once)."""
     from reference_torch.train import to_torch_batch, train_step
-    model, opt, sched = torch_trainer(cfg, dev)
-    warm = original_style_batches(samples, batch_size, 1)[0]
-    train_step(model, opt, sched, {k: v.to(dev) for k, v in to_torch_batch(warm).items()})
+    model, opt, sched = torch_trainer(cfg, dev, compile_model)
+    for warm in original_style_batches(samples, batch_size, 2 if compile_model else 1):
+        train_step(model, opt, sched, {k: v.to(dev) for k, v in to_torch_batch(warm).items()})
     tokens = 0
     t = time.perf_counter()
     for b in original_style_batches(samples[batch_size:], batch_size, n):
@@ -199,41 +204,6 @@ def end_to_end_torch(cfg, samples, batch_size, n, dev):
         train_step(model, opt, sched, {k: v.to(dev) for k, v in to_torch_batch(b).items()})
     elapsed = time.perf_counter() - t
     return tokens / elapsed, elapsed / n
-
-
-# ----------------------------------------------------------------------------- generation
-def bench_generation(cfg, dev_jax, dev_torch, repeats=5, new_tokens=None):
-    import jax
-    import torch
-
-    from reference_torch.model import generate as torch_generate
-
-    from .convert_weights import torch_model_from_params
-    from .generate import default_answer_len, generate
-    from .model import init_params
-    new_tokens = new_tokens or default_answer_len(cfg)
-    with jax.default_device(dev_jax):
-        params = init_params(cfg, jax.random.key(0))
-    model = torch_model_from_params(jax.device_get(params), cfg).to(dev_torch)
-    prompt = [1, 300, 201, 400, 2, 201, 1, 283, 201]
-    res = {}
-    with jax.default_device(dev_jax):
-        generate(cfg, params, [prompt], jax.random.key(0), max_new_tokens=new_tokens)  # compile
-        rates = []
-        for r in range(repeats):
-            t = time.perf_counter()
-            out = generate(cfg, params, [prompt], jax.random.key(r), max_new_tokens=new_tokens)[0]
-            rates.append(len(out) / (time.perf_counter() - t))
-        res["jax_cached"] = statistics.median(rates)
-    rates = []
-    gen = torch.Generator(device=dev_torch).manual_seed(0)
-    for r in range(repeats):
-        t = time.perf_counter()
-        out = torch_generate(model, prompt, new_tokens, 0.7, 50, eos_id=cfg.eos_id, generator=gen)
-        rates.append(len(out) / (time.perf_counter() - t))
-    res["torch_reference"] = statistics.median(rates)
-    res["new_tokens"] = new_tokens
-    return res
 
 
 # ----------------------------------------------------------------------------- the whole run
@@ -289,14 +259,21 @@ def time_same_work(cfg, same, steps, steps_per_call, torch_compile, devs, rows: 
             rows.failed("same work", "torch.compile", err)
 
 
-def time_end_to_end(cfg, samples, B, steps, k, devs, rows: Rows) -> float:
-    """Adds both end-to-end rows; returns JAX's tokens/s over the reference's."""
+def time_end_to_end(cfg, samples, B, steps, k, devs, rows: Rows, torch_compile=True) -> float:
+    """Adds the end-to-end rows; returns JAX's tokens/s over the reference's eager loop."""
     tps_j, step_j = end_to_end_jax(cfg, samples, B, steps, devs.jax, k)
     rows.rows.append({"comparison": "end to end", "framework": "jax packed" + (f" ({k} steps/call)" if k > 1 else ""),
                       "tokens_per_s": tps_j, "mean_step_ms": step_j * 1000})
     tps_t, step_t = end_to_end_torch(cfg, samples, B, steps, devs.torch)
     rows.rows.append({"comparison": "end to end", "framework": "torch original-style", "tokens_per_s": tps_t,
                       "mean_step_ms": step_t * 1000})
+    if torch_compile:
+        try:
+            tps_c, step_c = end_to_end_torch(cfg, samples, B, steps, devs.torch, compile_model=True)
+            rows.rows.append({"comparison": "end to end", "framework": "torch.compile original-style",
+                              "tokens_per_s": tps_c, "mean_step_ms": step_c * 1000})
+        except Exception as err:  # inductor needs a working compiler toolchain
+            rows.failed("end to end", "torch.compile original-style", err)
     return tps_j / tps_t
 
 
@@ -325,14 +302,17 @@ def run(preset="guppy-9m", device="auto", steps=20, batch_size=None, data_dir=No
         print(f"device: {devs.name} ({'gpu' if devs.gpu else 'cpu'}), preset {preset} "
               f"({cfg.num_params():,} params), batch {B} x {T}, JAX in {dtype}, {steps} timed steps")
     time_same_work(cfg, same, steps, steps_per_call, torch_compile, devs, rows, dtype)
-    end_to_end = time_end_to_end(cfg, samples, B, steps, train_cfg.steps_per_call, devs, rows)
+    end_to_end = time_end_to_end(cfg, samples, B, steps, train_cfg.steps_per_call, devs, rows, torch_compile)
     gen = bench_generation(cfg, devs.jax, devs.torch)
     eager, jax1 = rows.find("torch eager"), rows.find("jax jit")
     best_jax = max((r for r in rows.rows if r["framework"].startswith("jax jit")), key=lambda r: r["tokens_per_s"])
     ratios = {"same_work_jax_over_torch_eager": jax1["tokens_per_s"] / eager["tokens_per_s"],
               "same_work_best_jax_over_torch_eager": best_jax["tokens_per_s"] / eager["tokens_per_s"],
-              "end_to_end_jax_over_torch_original": end_to_end,
-              "generation_cached_jax_over_reference": gen["jax_cached"] / gen["torch_reference"]}
+              "end_to_end_jax_over_torch_original": end_to_end, **generation_ratios(gen)}
+    compiled = [r for r in rows.rows if r["framework"] == "torch.compile original-style" and "error" not in r]
+    if compiled:
+        ratios["end_to_end_jax_over_torch_compile"] = end_to_end * rows.find("torch original-style")["tokens_per_s"] \
+            / compiled[0]["tokens_per_s"]
     if dtype != "float32":
         ratios["same_work_best_jax_over_torch_amp"] = (best_jax["tokens_per_s"]
                                                        / rows.find(f"torch AMP ({dtype})")["tokens_per_s"])
@@ -361,8 +341,11 @@ def print_table(res):
         print(f"{r['comparison']:<11} {r['framework']:<26} {step} {r['tokens_per_s']:11,.0f} "
               f"{first:>11} {mem:>10} {mfu:>6}")
     g = res["generation"]
-    print(f"generation  {g['new_tokens']}-token answer: jax cached {g['jax_cached']:,.0f} tok/s, torch reference "
-          f"{g['torch_reference']:,.0f} tok/s")
+    for label, batch in (("batch1", 1), ("batch_eval", g["eval_batch"])):
+        print(f"generation  {g['new_tokens']} new tokens x batch {batch}: jax cached {g[label + '_jax_cached']:,.0f} "
+              f"tok/s, torch cached {g[label + '_torch_cached']:,.0f}, torch original {g[label + '_torch_original']:,.0f}")
+    print(f"decode      batch 1: {g['decode_step_ms']:.2f} ms a step; floor {g['floor_ms']:.2f} ms = "
+          f"{g['weight_bytes'] / 1e6:.1f} MB of weights / {g['read_gb_per_s']:.1f} GB/s read")
     print("ratios (JAX / PyTorch): " + ", ".join(f"{k} {v:.2f}x" for k, v in res["ratios"].items()))
     print(f"process peak RSS {res['process_peak_rss_mb']:.0f} MiB (both frameworks together); "
           f"tokens/s count non-pad tokens; * mean step of the whole timed loop, batching included; "
@@ -405,4 +388,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, compile_cache=False)  # it times compilation

@@ -123,4 +123,4 @@ def converse(reply, quiet: bool) -> int:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, fast_exit=True)  # nothing writes in the background: skip interpreter teardown

@@ -58,4 +58,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    cli.run(main)
+    cli.run(main, fast_exit=True)  # nothing writes in the background: skip interpreter teardown

@@ -90,8 +90,10 @@ def generate_cached(params, tokens_BT, positions_BT, segment_ids_BT, rng, temper
         raise ValueError(f"prompt_len {P} + max_new_tokens {max_new_tokens} exceeds the "
                          f"{cfg.max_seq_len}-token context")
     model = GuppyLM(cfg)
-    logits_BTV, mut = model.apply({"params": params, "cache": init_cache(cfg, B)}, tokens_BT,
-                                  positions_BT, segment_ids_BT, decode=True, mutable=["cache"])
+    # no cache passed in: with "cache" mutable, the prefill creates it (zeros, then this step's
+    # keys and values), which spares tracing the model once more just for its shapes
+    logits_BTV, mut = model.apply({"params": params}, tokens_BT, positions_BT, segment_ids_BT,
+                                  decode=True, mutable=["cache"])
     next_pos_B = positions_BT[:, -1] + 1
     first_B = sample_logits(logits_BTV[:, -1], jax.random.fold_in(rng, 0), temperature, top_k, top_p)
     out_BN = jnp.full((B, max_new_tokens), cfg.pad_id, jnp.int32).at[:, 0].set(first_B)

@@ -262,20 +262,22 @@ SCHEDULE_STEPS = [0, 1, 100, 199, 200, 201, 2500, 5000, 9999, 10000, 12000]
 
 
 def check_greedy(cfg: ModelConfig, n_new: int = 32) -> tuple[list[Check], dict]:
-    """Greedy decoding from several prompts: cached JAX, uncached JAX and torch, token for token."""
+    """Greedy decoding from several prompts: cached JAX, uncached JAX and cached torch against
+    the original's uncached torch sampler, token for token."""
     n_new = min(n_new, cfg.max_seq_len // 2)
     cfg, model, params, cycle = trained_pair(cfg)
     rs = np.random.RandomState(2)
     prompts = [[int(t) for t in rs.choice(cycle, n)] for n in (3, 7, 12, cfg.max_seq_len - n_new)]
     cached = generate(cfg, params, prompts, max_new_tokens=n_new, temperature=0.0,
                       prompt_len=cfg.max_seq_len - n_new)
-    mismatches = {"cached jax": 0, "uncached jax": 0}
+    mismatches = {"cached jax": 0, "uncached jax": 0, "cached torch": 0}
     distinct = set()
     for prompt, got in zip(prompts, cached):
         want = ref.generate(model, prompt, n_new, temperature=0.0, eos_id=cfg.eos_id)
         distinct.update(want)
         plain = greedy_uncached(cfg, params, prompt, n_new)
-        for label, ours in (("cached jax", got), ("uncached jax", plain)):
+        torch_cached = ref.generate_cached(model, prompt, n_new, temperature=0.0, eos_id=cfg.eos_id)
+        for label, ours in (("cached jax", got), ("uncached jax", plain), ("cached torch", torch_cached)):
             mismatches[label] += sum(a != b for a, b in zip(ours, want)) + abs(len(ours) - len(want))
     checks = [Check(f"greedy {n_new} tokens x {len(prompts)} prompts: {label} vs torch", n, 0,
                     "tokens that differ") for label, n in mismatches.items()]

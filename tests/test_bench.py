@@ -21,8 +21,15 @@ def test_bench_prints_table_and_writes_json(data_dir, tmp_path, capsys):
     assert {"jax jit", "jax jit (4 steps/call)", "torch eager", "jax packed", "torch original-style"} <= frameworks
     assert res["ratios"]["end_to_end_jax_over_torch_original"] > 0
     assert all(r["tokens_per_s"] > 0 for r in res["rows"])
-    assert set(res["ratios"]) >= {"same_work_jax_over_torch_eager", "end_to_end_jax_over_torch_original",
-                                  "generation_cached_jax_over_reference"}
+    assert set(res["ratios"]) >= {"same_work_jax_over_torch_eager", "same_work_best_jax_over_torch_eager",
+                                  "end_to_end_jax_over_torch_original", "generation_jax_over_torch_cached",
+                                  "generation_jax_over_original", "decode_over_floor"}
+    gen = res["generation"]
+    for label in ("batch1", "batch_eval"):
+        for decoder in ("jax_cached", "torch_cached", "torch_original"):
+            assert gen[f"{label}_{decoder}"] > 0, (label, decoder)
+    assert gen["weight_bytes"] == 4 * PRESETS["tiny"].model.num_params()
+    assert gen["decode_step_ms"] > 0 and gen["floor_ms"] > 0 and gen["read_gb_per_s"] > 0
 
 
 def test_flops_per_token_counts_the_tied_head():
@@ -50,3 +57,14 @@ def test_half_precision_is_timed_against_the_originals_autocast(data_dir, tmp_pa
     assert res["dtype"] == "float16"
     amp = next(r for r in res["rows"] if r["framework"] == "torch AMP (float16)")
     assert amp["tokens_per_s"] > 0 and res["ratios"]["same_work_best_jax_over_torch_amp"] > 0
+
+
+def test_end_to_end_is_also_timed_against_torch_compile(data_dir, tmp_path):
+    out = tmp_path / "b.json"
+    assert bench.main(["--preset", "tiny", "--steps", "2", "--steps-per-call", "1", "--device", "cpu",
+                       "--data-dir", str(data_dir), "--json", str(out), "--quiet"]) == 0
+    res = json.loads(out.read_text())
+    rows = {(r["comparison"], r["framework"]): r for r in res["rows"]}
+    compiled = rows[("end to end", "torch.compile original-style")]
+    assert "error" not in compiled, compiled
+    assert res["ratios"]["end_to_end_jax_over_torch_compile"] > 0

@@ -113,3 +113,54 @@ def test_ctrl_c_anywhere_exits_130_without_a_traceback(monkeypatch, capsys):
     with pytest.raises(SystemExit) as done:
         cli.run(interrupted)
     assert done.value.code == cli.EXIT_INTERRUPTED and "Traceback" not in capsys.readouterr().err
+
+
+def test_the_compile_cache_lives_in_the_user_cache_and_can_be_moved_or_turned_off(monkeypatch, tmp_path):
+    monkeypatch.delenv("GUPPY_COMPILE_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cli.compile_cache_dir([]) == tmp_path / "xdg" / "guppy-jax" / "jax"
+    assert cli.compile_cache_dir(["--no-compile-cache"]) is None
+    monkeypatch.setenv("GUPPY_COMPILE_CACHE", str(tmp_path / "elsewhere"))
+    assert cli.compile_cache_dir([]) == tmp_path / "elsewhere"
+    for off in ("off", "0", "OFF"):
+        monkeypatch.setenv("GUPPY_COMPILE_CACHE", off)
+        assert cli.compile_cache_dir([]) is None
+
+
+def _chat_once(run_dir, env, *flags):
+    import subprocess
+    import sys
+    import time
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "guppy_jax.chat", "--run-dir", str(run_dir), "--prompt",
+                           "hi guppy", "--temperature", "0", *flags], env=env, capture_output=True, text=True,
+                          cwd=cli.REPO)
+    assert done.returncode == 0, done.stderr
+    return done.stdout, time.perf_counter() - start
+
+
+def test_a_second_chat_reads_its_programs_from_the_compile_cache(trained, tmp_path):
+    import os
+    cache = tmp_path / "cache"
+    env = {**os.environ, "GUPPY_COMPILE_CACHE": str(cache)}
+    first, _ = _chat_once(trained.run_dir, env)
+    entries = sorted(p.name for p in cache.iterdir())
+    assert entries, "the first chat wrote nothing to the compile cache"
+    stamps = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
+    second, _ = _chat_once(trained.run_dir, env)
+    assert second == first  # greedy: the cached programs compute the same answer
+    # the second run found every program it needed: nothing new was compiled and written
+    assert sorted(p.name for p in cache.iterdir() if not p.name.endswith("-atime")) == \
+        sorted(n for n in entries if not n.endswith("-atime"))
+    assert all(stamps[p.name] == p.stat().st_mtime_ns for p in cache.iterdir()
+               if p.name in stamps and not p.name.endswith("-atime"))
+
+
+def test_with_the_compile_cache_off_nothing_is_written(trained, tmp_path):
+    import os
+    cache = tmp_path / "cache"
+    env = {**os.environ, "GUPPY_COMPILE_CACHE": str(cache)}
+    _chat_once(trained.run_dir, env, "--no-compile-cache")
+    assert not cache.exists() or not any(cache.iterdir())
+    _chat_once(trained.run_dir, {**env, "GUPPY_COMPILE_CACHE": "off"})
+    assert not cache.exists() or not any(cache.iterdir())
