@@ -33,7 +33,7 @@ def print_candidates(maps, tok, top: int) -> None:
     width = max(len(label) for label in maps.labels)
     print(f"{'pos':>3}  {'token':<{width}}  likeliest next tokens")
     for t, cands in enumerate(top_candidates(maps.probs_TV, top)):
-        shown = ", ".join(f"{token_labels(tok, [i])[0]!r} {p:.3f}" for i, p in cands)
+        shown = ", ".join(f"'{token_labels(tok, [i])[0]}' {p:.3f}" for i, p in cands)
         print(f"{t:>3}  {maps.labels[t]:<{width}}  {shown}")
 
 

@@ -50,19 +50,20 @@ def plot_attention(maps_LHTT, labels: list[str], png_path, title: str) -> Path:
 
     L, H, T, _ = maps_LHTT.shape
     side = 1.2 + 0.16 * T
-    fig, axes = plt.subplots(L, H, figsize=(side * H, side * L + 0.8), dpi=90, squeeze=False)
+    fig, axes = plt.subplots(L, H, figsize=(side * H + 1.0, side * L + 0.8), dpi=90, squeeze=False,
+                             layout="constrained")
     font = max(4, min(9, 160 // max(T, 1)))
     for layer in range(L):
         for head in range(H):
             ax = axes[layer, head]
-            ax.imshow(maps_LHTT[layer, head], cmap="viridis", vmin=0.0, vmax=1.0)
+            image = ax.imshow(maps_LHTT[layer, head], cmap="viridis", vmin=0.0, vmax=1.0)
             ax.set_xticks(range(T))
             ax.set_yticks(range(T))
             ax.set_xticklabels(labels if layer == L - 1 else [], rotation=90, fontsize=font)
             ax.set_yticklabels(labels if head == 0 else [], fontsize=font)
             ax.set_title(f"layer {layer} head {head}", fontsize=9)
+    fig.colorbar(image, ax=axes, shrink=0.5, label="attention probability (query row, key column)")
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1, 0.98))
     fig.savefig(png_path)
     plt.close(fig)
     return Path(png_path)
