@@ -39,3 +39,31 @@ def plot_losses(metrics_path, png_path) -> Path | None:
     fig.savefig(png_path)
     plt.close(fig)
     return Path(png_path)
+
+
+def plot_attention(maps_LHTT, labels: list[str], png_path, title: str) -> Path:
+    """Every layer's (rows) and every head's (columns) attention map, keys across and
+    queries down, with the tokens as axis labels on the outer panels."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    L, H, T, _ = maps_LHTT.shape
+    side = 1.2 + 0.16 * T
+    fig, axes = plt.subplots(L, H, figsize=(side * H + 1.0, side * L + 0.8), dpi=90, squeeze=False,
+                             layout="constrained")
+    font = max(4, min(9, 160 // max(T, 1)))
+    for layer in range(L):
+        for head in range(H):
+            ax = axes[layer, head]
+            image = ax.imshow(maps_LHTT[layer, head], cmap="viridis", vmin=0.0, vmax=1.0)
+            ax.set_xticks(range(T))
+            ax.set_yticks(range(T))
+            ax.set_xticklabels(labels if layer == L - 1 else [], rotation=90, fontsize=font)
+            ax.set_yticklabels(labels if head == 0 else [], fontsize=font)
+            ax.set_title(f"layer {layer} head {head}", fontsize=9)
+    fig.colorbar(image, ax=axes, shrink=0.5, label="attention probability (query row, key column)")
+    fig.suptitle(title, fontsize=11)
+    fig.savefig(png_path)
+    plt.close(fig)
+    return Path(png_path)

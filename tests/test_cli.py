@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from guppy_jax import bench, chat, cli, compare, convert, eval as guppy_eval, prepare, train
+from guppy_jax import bench, chat, cli, compare, convert, eval as guppy_eval, inspect as guppy_inspect, prepare, train
 
 PACKAGE = Path(cli.__file__).parent
 COMMANDS = {"train": train, "chat": chat, "eval": guppy_eval, "convert": convert, "bench": bench,
-            "compare": compare, "prepare": prepare}
+            "compare": compare, "prepare": prepare, "inspect": guppy_inspect}
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -1,4 +1,5 @@
-"""The Colab notebook runs end to end on CPU with the tiny preset, through papermill."""
+"""The notebooks: the Colab training notebook runs end to end on CPU with the tiny preset (papermill),
+and the walkthrough notebook is exactly what docs/walkthrough.md generates."""
 import json
 
 import nbformat
@@ -38,3 +39,35 @@ def test_the_notebook_trains_chats_evaluates_and_exports_on_cpu(tmp_path, data_d
     assert (tmp_path / "guppy_exported.zip").stat().st_size > 10_000
     images = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
     assert images, "the loss curve was not shown"
+
+
+WALKTHROUGH = REPO / "notebooks" / "walkthrough.ipynb"
+COLAB_WALKTHROUGH = "https://colab.research.google.com/github/guppy-jax/guppy-jax/blob/main/notebooks/walkthrough.ipynb"
+
+
+def load_script(path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_walkthrough_notebook_is_what_the_markdown_generates_without_outputs():
+    assert load_script(REPO / "docs" / "make_notebook.py").main(["--check"]) == 0
+    nb = nbformat.read(WALKTHROUGH, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code)
+    markdown = (REPO / "docs" / "walkthrough.md").read_text()
+    assert len(code) == markdown.count("\n```python\n") and all(c.source in markdown for c in code)
+
+
+def test_the_walkthrough_notebooks_first_code_cell_installs_the_project_on_colab():
+    first = next(c for c in nbformat.read(WALKTHROUGH, as_version=4).cells if c.cell_type == "code")
+    assert '"google.colab" in sys.modules' in first.source
+    assert "git+https://github.com/guppy-jax/guppy-jax" in first.source
+
+
+def test_readme_and_walkthrough_open_the_walkthrough_in_colab():
+    for page in ("README.md", "docs/walkthrough.md"):
+        assert COLAB_WALKTHROUGH in (REPO / page).read_text(), page
