@@ -293,7 +293,11 @@ def load_for_inference(run_dir, best: bool = True, notes: list | None = None):
         raise CheckpointError(f"{run_dir} has no checkpoint yet")
     ckpts = RunCheckpoints(run_dir, read_only=True)
     try:
-        params = ckpts.restore_params(abstract_params(cfg.model), best=best)
+        # on this process's first device, whatever mesh the run was saved from
+        here = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        abstract = jax.tree_util.tree_map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=here),
+                                          abstract_params(cfg.model))
+        params = ckpts.restore_params(abstract, best=best)
     finally:
         ckpts.close()
     if notes is not None:

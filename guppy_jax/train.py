@@ -29,6 +29,9 @@ def build_parser():
                         help="start over in a --run-dir that holds a run: deletes its checkpoints and logs")
     parser.add_argument("--stop-after", type=int, default=None, metavar="N",
                         help="stop (with a checkpoint) after N steps of this invocation; --resume goes on")
+    parser.add_argument("--mesh", metavar="SPEC",
+                        help="how to use the devices JAX sees, as data=N,fsdp=M (default: data parallel over "
+                             "all of them; fsdp > 1 also splits params and optimizer state)")
     parser.add_argument("--no-preallocate", action="store_true",
                         help="GPU: allocate memory as needed instead of grabbing 75%% up front")
     cli.add_quiet(parser)
@@ -67,7 +70,7 @@ def main(argv=None) -> int:
         print(note)
     try:
         summary = train(cfg, args.run_dir, args.data_dir, args.resume, preset, args.stop_after, args.quiet,
-                        force=args.force)
+                        force=args.force, mesh=args.mesh)
     except ConfigError as err:  # e.g. a config that cannot fit in memory
         return cli.error(err, cli.EXIT_USAGE)
     except (TrainError, ValueError, OSError) as err:

@@ -37,6 +37,7 @@ from .config import TrainConfig
 from .data import DataError, mean_eval_loss, non_pad_share, stack_batches
 from .datadir import TrainingData, load_for_training
 from .memory import check_train_fits, is_out_of_memory
+from .mesh import Mesh, MeshError, check_batch, describe, make_mesh, mesh_shape, place_batch, place_state
 from .model import GuppyLM, init_params
 from .precision import compute_dtype, needs_loss_scaling, resolve
 from .steps import LossScale, TrainState, create_state, make_eval_step, make_train_step
@@ -62,6 +63,7 @@ class Run:
     eval_fn: Callable   # jitted (params, batch) -> {"loss_sum", "tokens"}
     dropout_rng: jax.Array
     start_step: int
+    mesh: Mesh          # the devices it trains on (guppy_jax/mesh.py): batches split, state placed
 
 
 @dataclass
@@ -196,11 +198,21 @@ def restore(ckpts: RunCheckpoints, loop: LoopState, data: TrainingData, out: Pat
     loop.best_eval = meta.get("best_eval", math.inf)
 
 
+def open_mesh(cfg: TrainConfig, mesh_spec: str | None) -> Mesh:
+    try:
+        mesh = make_mesh(mesh_shape(mesh_spec, jax.device_count()))
+        check_batch(cfg.batch_size, mesh)
+    except MeshError as err:
+        raise TrainError(str(err)) from None
+    return mesh
+
+
 def open_run(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False, preset: str = "custom",
-             quiet: bool = False, force: bool = False) -> tuple[Run, LoopState]:
-    """Check the run directory, load the data, create the TrainState (restored when
-    resuming) and the jitted steps."""
+             quiet: bool = False, force: bool = False, mesh_spec: str | None = None) -> tuple[Run, LoopState]:
+    """Check the run directory, load the data, create the TrainState on the mesh (restored,
+    and re-split for this mesh, when resuming) and the jitted steps."""
     out = Path(out)
+    mesh = open_mesh(cfg, mesh_spec)
     check_run_dir(cfg, out, resume, force)
     try:
         data = load_for_training(cfg, data_dir, quiet)
@@ -213,8 +225,8 @@ def open_run(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False,
     dtype = compute_dtype(cfg.dtype)
     root = jax.random.key(cfg.seed)
     scaler = LossScale.create() if needs_loss_scaling(cfg.dtype) else None
-    state = create_state(cfg.model, cfg.optim, init_params(cfg.model, jax.random.fold_in(root, 0)), dtype,
-                         scaler)
+    state = place_state(create_state(cfg.model, cfg.optim, init_params(cfg.model, jax.random.fold_in(root, 0)),
+                                     dtype, scaler), mesh)
     ckpts = RunCheckpoints(out, cfg.keep_checkpoints)
     loop = LoopState(state)
     if resume:
@@ -225,7 +237,7 @@ def open_run(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False,
     for note in metrics.notes:
         print(f"note: {note}", file=sys.stderr)
     run = Run(cfg, out, preset, data, ckpts, metrics, make_train_step(cfg.steps_per_call),
-              make_eval_step(GuppyLM(cfg.model, dtype).apply), jax.random.fold_in(root, 1), start_step)
+              make_eval_step(GuppyLM(cfg.model, dtype).apply), jax.random.fold_in(root, 1), start_step, mesh)
     return run, loop
 
 
@@ -282,7 +294,7 @@ def run_loop(run: Run, loop: LoopState, end_step: int, stop: StopOnSignal, bar, 
         chunk = [next(run.data.train) for _ in range(k)]
         if loop.non_pad_share is None:
             loop.non_pad_share = non_pad_share(chunk[0])
-        batch = chunk[0] if k == 1 else stack_batches(chunk)
+        batch = place_batch(chunk[0] if k == 1 else stack_batches(chunk), run.mesh, stacked=k > 1)
         loop.state, metrics = run.step_fn(loop.state, batch, run.dropout_rng)
         if loop.pending is not None:
             read_metrics(run, loop, bar, meter)
@@ -318,7 +330,8 @@ def finish(run: Run, loop: LoopState, started: float) -> dict:
                "wall_s": time.perf_counter() - started, "best_eval_loss": loop.best_eval,
                "compiles": {"train_step": run.step_fn._cache_size(), "eval_step": run.eval_fn._cache_size()},
                "non_pad_share": loop.non_pad_share, "params": run.cfg.model.num_params(),
-               "backend": jax.default_backend(), "dtype": run.cfg.dtype, **run.data.report}
+               "backend": jax.default_backend(), "dtype": run.cfg.dtype, "devices": int(run.mesh.devices.size),
+               "mesh": dict(run.mesh.shape), **run.data.report}
     if loop.state.loss_scale is not None and loop.status in ("finished", "interrupted"):
         summary.update(loss_scale=float(loop.state.loss_scale.scale), skipped_steps=int(loop.state.loss_scale.skipped))
     try:
@@ -345,7 +358,7 @@ def start_line(run: Run, end_step: int) -> str:
     cfg, report = run.cfg, run.data.report
     return (f"run {run.out}: preset {run.preset}, {cfg.model.num_params():,} params, batch {cfg.batch_size} x "
             f"{report['seq_len']} ({'packed' if cfg.packing else 'padded'}), steps {run.start_step}->{end_step} "
-            f"on {jax.default_backend()} in {cfg.dtype}; {report['train_samples']} train / "
+            f"on {describe(run.mesh)} in {cfg.dtype}; {report['train_samples']} train / "
             f"{report['eval_samples']} eval samples")
 
 
@@ -357,7 +370,7 @@ def out_of_memory_hint(cfg: TrainConfig) -> str:
 
 def train(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False, preset: str = "custom",
           stop_after: int | None = None, quiet: bool = False, show_samples: bool = True,
-          force: bool = False) -> dict:
+          force: bool = False, mesh: str | None = None) -> dict:
     """Run (or resume) training; returns the summary written to out/summary.json."""
     started = time.perf_counter()
     k = cfg.steps_per_call
@@ -369,7 +382,7 @@ def train(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False, pr
     cfg = cfg.replace(dtype=dtype)  # the run stores what it computes in
     make_writable_dir(Path(out))
     with RunLock(out), StopOnSignal(quiet) as stop:
-        run, loop = open_run(cfg, out, data_dir, resume, preset, quiet, force)
+        run, loop = open_run(cfg, out, data_dir, resume, preset, quiet, force, mesh)
         summary = train_and_finish(run, loop, stop_after, stop, quiet, started)
     if loop.status == "interrupted":
         print(f"interrupted: saved step {summary['step']} to {run.out / 'checkpoints'}; "

@@ -22,8 +22,9 @@ def test_the_notebook_is_committed_without_outputs_and_matches_its_source():
     assert module.main(["--check"]) == 0
 
 
-def test_the_notebook_trains_chats_evaluates_and_exports_on_cpu(tmp_path, data_dir):
+def test_the_notebook_trains_chats_evaluates_and_exports_on_cpu(tmp_path, data_dir, monkeypatch):
     papermill = pytest.importorskip("papermill")
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # the kernel finds this checkout, installed or not
     pytest.importorskip("torch")  # the export step writes the original's PyTorch format
     out = tmp_path / "executed.ipynb"
     params = {"PRESET": "tiny", "RUN_DIR": str(tmp_path / "run"), "DATA_DIR": str(data_dir),
