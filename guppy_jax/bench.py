@@ -324,6 +324,27 @@ def run(preset="guppy-9m", device="auto", steps=20, batch_size=None, data_dir=No
             "ratios": ratios}
 
 
+def run_devices(preset, n_max, steps, batch_size, data_dir, quiet) -> dict:
+    """The --devices mode (guppy_jax/bench_devices.py) on the preset's model, float32, dropout off."""
+    import jax
+
+    from .bench_devices import scaling
+    from .data import make_batch, padded_row_len
+    from .datadir import load_samples
+    train_cfg = PRESETS[preset]
+    cfg = train_cfg.model.replace(dropout=0.0)
+    B = batch_size or train_cfg.batch_size
+    samples = load_samples(data_dir or cli.DEFAULT_DATA, cfg.max_seq_len, cfg.vocab_size)
+    T = padded_row_len(samples, cfg.max_seq_len)
+    rs = np.random.default_rng(0)
+    batches = [make_batch([[samples[i]] for i in rs.choice(len(samples), B, replace=False)], T) for _ in range(4)]
+    if not quiet:
+        print(f"{preset}: batch {B} x {T} split over 1 ... {n_max} {jax.devices()[0].platform} devices")
+    rows = scaling(cfg, batches, n_max, steps, quiet)
+    return {"mode": "devices", "config": preset, "batch": [B, T], "platform": jax.devices()[0].platform,
+            "date": time.strftime("%Y-%m-%d"), "jax": jax.__version__, "scaling": rows}
+
+
 def print_table(res):
     print(f"\n{res['device']} ({res['backend']}), {res['config']} ({res['params']:,} params), "
           f"batch {res['batch'][0]} x {res['batch'][1]}, {res['date']}, jax {res['jax']}, torch {res['torch']}")
@@ -366,6 +387,10 @@ def build_parser():
     p.add_argument("--steps-per-call", type=cli.positive_int, nargs="+", default=[1, 4],
                    help="JAX variants: k train steps per jitted call (lax.scan)")
     p.add_argument("--peak-tflops", type=float, help="device peak for MFU, if not in the built-in table")
+    p.add_argument("--devices", type=cli.positive_int, metavar="N",
+                   help="instead of the comparisons: the JAX step on 1, 2, 4 ... N devices of a data mesh, "
+                        "with its scaling efficiency (on a CPU, force devices with XLA_FLAGS=--xla_force_host_"
+                        "platform_device_count=N)")
     p.add_argument("--json", help="write the results here")
     cli.add_quiet(p)
     return p
@@ -375,13 +400,17 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from .data import DataError
     try:
-        res = run(args.preset, args.device, args.steps, args.batch_size, args.data_dir, not args.no_torch_compile,
-                  tuple(args.steps_per_call), quiet=args.quiet, peak_tflops=args.peak_tflops, dtype=args.dtype)
+        if args.devices:
+            res = run_devices(args.preset, args.devices, args.steps, args.batch_size, args.data_dir, args.quiet)
+        else:
+            res = run(args.preset, args.device, args.steps, args.batch_size, args.data_dir, not args.no_torch_compile,
+                      tuple(args.steps_per_call), quiet=args.quiet, peak_tflops=args.peak_tflops, dtype=args.dtype)
     except DataError as err:
         return cli.error(err)
     except ValueError as err:
         return cli.error(err, cli.EXIT_USAGE)
-    print_table(res)
+    if not args.devices:
+        print_table(res)
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
     return cli.EXIT_OK

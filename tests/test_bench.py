@@ -68,3 +68,21 @@ def test_end_to_end_is_also_timed_against_torch_compile(data_dir, tmp_path):
     compiled = rows[("end to end", "torch.compile original-style")]
     assert "error" not in compiled, compiled
     assert res["ratios"]["end_to_end_jax_over_torch_compile"] > 0
+
+
+def test_devices_mode_times_the_step_on_1_2_4_devices_and_asks_for_devices_it_lacks(data_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from guppy_jax.cli import REPO
+    out = tmp_path / "d.json"
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    done = subprocess.run([sys.executable, "-m", "guppy_jax.bench", "--preset", "tiny", "--devices", "4", "--steps",
+                           "2", "--data-dir", str(data_dir), "--json", str(out)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(out.read_text())["scaling"]
+    assert [r["devices"] for r in rows] == [1, 2, 4] and all(r["step_ms"] > 0 for r in rows)
+    assert rows[0]["efficiency"] == 1.0
+    assert bench.main(["--preset", "tiny", "--devices", "4", "--data-dir", str(data_dir)]) == 2  # one device here
