@@ -27,7 +27,8 @@ class DataError(ValueError):
     """Input data that cannot be trained on, with the file and line at fault."""
 
 
-def _record_text(record, where: str) -> str:
+def record_text(record, where: str) -> str:
+    """The formatted sample string of one record (any of the three forms)."""
     if not isinstance(record, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
     if "messages" in record:
@@ -53,12 +54,11 @@ def _record_text(record, where: str) -> str:
                     f"(keys: {', '.join(sorted(record)) or 'none'})")
 
 
-def load_texts(path) -> list[str]:
-    """Every record of a JSONL file as a formatted sample string."""
+def read_jsonl(path):
+    """(where, record) for every non-blank line of a JSONL file; `where` is "file:line"."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
-    texts = []
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             where = f"{path}:{lineno}"
@@ -70,10 +70,14 @@ def load_texts(path) -> list[str]:
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                yield where, json.loads(line)
             except json.JSONDecodeError as err:
                 raise DataError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
-            texts.append(_record_text(record, where))
+
+
+def load_texts(path) -> list[str]:
+    """Every record of a JSONL file as a formatted sample string."""
+    texts = [record_text(record, where) for where, record in read_jsonl(path)]
     if not texts:
         raise DataError(f"{path}: no records (the file is empty)")
     return texts

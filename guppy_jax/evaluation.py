@@ -1,6 +1,8 @@
 """The personality eval: held-out prompts, keyword hits, voice checks, held-out loss.
 
-The prompts (`data/personas/guppy_eval.toml`) are never in the training data. An answer
+The prompts (`data/personas/guppy_eval.toml`) are never in the training data. Each is asked
+as written and as people type it (`guppy_jax.writing.EVAL_VARIANTS`: capitalised with '?',
+in capitals with '!', with a typo), and the hit rate is reported per variant. An answer
 hits when one of its words starts with an expected keyword; it keeps the voice when it
 is lowercase and short.
 """
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cli import DEFAULT_CASES, DEFAULT_DATA
+from .writing import EVAL_VARIANTS, write_as
 
 
 @dataclass(frozen=True)
@@ -54,10 +57,29 @@ def eval_loss(cfg, params, tok, data_dir, batch_size: int = 32, max_batches: int
     return mean_eval_loss(make_eval_step(GuppyLM(cfg).apply), params, batches.one_pass(), max_batches)
 
 
+def shares(rows: list[dict]) -> dict:
+    """Keyword hit rate and the lowercase and short shares of some scored answers."""
+    n = max(len(rows), 1)
+    return {"keyword_hit_rate": sum(r["hit"] for r in rows) / n,
+            "lowercase_share": sum(r["lowercase"] for r in rows) / n,
+            "short_share": sum(r["short"] for r in rows) / n}
+
+
+def summarize_rows(rows: list[dict], variants, max_words: int) -> dict:
+    """The hit rate of the prompts as written (`keyword_hit_rate`), each variant's scores,
+    and the voice over every answer."""
+    per_variant = {v: shares([r for r in rows if r["variant"] == v]) for v in variants}
+    overall = shares(rows)
+    return {"cases": sum(r["variant"] == variants[0] for r in rows), "answers": len(rows),
+            "keyword_hit_rate": per_variant[variants[0]]["keyword_hit_rate"],
+            "lowercase_share": overall["lowercase_share"], "short_share": overall["short_share"],
+            "max_words": max_words, "variants": per_variant, "rows": rows}
+
+
 def run_eval(run_dir, cases_path=DEFAULT_CASES, data_dir=DEFAULT_DATA, seed: int = 0,
-             temperature: float = 0.0) -> dict:
-    """Answers to every case (greedy by default), their scores, and the held-out loss when
-    the data directory has an eval.jsonl."""
+             temperature: float = 0.0, variants=EVAL_VARIANTS) -> dict:
+    """Answers to every case in every writing variant (greedy by default), their scores, and
+    the held-out loss when the data directory has an eval.jsonl."""
     import jax
 
     from .checkpoint import load_for_inference
@@ -65,18 +87,16 @@ def run_eval(run_dir, cases_path=DEFAULT_CASES, data_dir=DEFAULT_DATA, seed: int
     from .tokenizer import decode, encode, format_prompt
     cfg, params, tok = load_for_inference(run_dir)
     cases, max_words = load_cases(cases_path)
-    prompts = [encode(tok, format_prompt(c.prompt)) for c in cases]
+    asked = [(variant, case, write_as(case.prompt, variant)) for variant in variants for case in cases]
+    prompts = [encode(tok, format_prompt(text)) for _, _, text in asked]
     answers = generate(cfg, params, prompts, jax.random.key(seed), max_new_tokens=default_answer_len(cfg),
                        temperature=temperature, top_k=50)
     rows = []
-    for case, ids in zip(cases, answers):
-        text = decode(tok, ids).strip()
-        rows.append({"topic": case.topic, "prompt": case.prompt, "answer": text,
-                     **score_answer(text, case, max_words)})
-    result = {"cases": len(rows), "keyword_hit_rate": sum(r["hit"] for r in rows) / len(rows),
-              "lowercase_share": sum(r["lowercase"] for r in rows) / len(rows),
-              "short_share": sum(r["short"] for r in rows) / len(rows), "max_words": max_words,
-              "rows": rows}
+    for (variant, case, text), ids in zip(asked, answers):
+        answer = decode(tok, ids).strip()
+        rows.append({"topic": case.topic, "variant": variant, "prompt": text, "answer": answer,
+                     **score_answer(answer, case, max_words)})
+    result = summarize_rows(rows, tuple(variants), max_words)
     if (Path(data_dir) / "eval.jsonl").exists():
         loss = eval_loss(cfg, params, tok, data_dir)
         result.update(eval_loss=loss, perplexity=math.exp(loss))

@@ -3,7 +3,10 @@
 A persona file (TOML) has `name`, optional `assistant` and `description`, a `[pools]`
 table of named word lists, and `[[topics]]`, each with `name`, `prompts` and
 `responses`; optional `tails` are second sentences appended to a response with
-probability `tail_probability` (default 0.5). A `{slot}` in a prompt or response draws from the pool of that name. A
+probability `tail_probability` (default 0.5); `user_variation` (default 0) is the share of
+user prompts rewritten the way people type them (capitals, end marks, a typo: see
+`guppy_jax.writing`), so a model also understands "Hi Guppy!". A `{slot}` in a prompt or
+response draws from the pool of that name. A
 slot used in the prompt keeps its value in the response ("do you know {human_thing}"
 -> "i do not know {human_thing}"); other response slots draw afresh each time.
 """
@@ -16,6 +19,8 @@ import tomllib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+
+from .writing import vary
 
 SLOT = re.compile(r"\{(\w+)\}")
 
@@ -40,6 +45,7 @@ class Persona:
     topics: tuple[Topic, ...]
     tails: tuple[str, ...] = ()  # optional second sentences, appended with tail_probability
     tail_probability: float = 0.0
+    user_variation: float = 0.0  # share of user prompts rewritten as people type (guppy_jax.writing)
 
 
 def _strings(value, where: str) -> tuple[str, ...]:
@@ -92,11 +98,17 @@ def parse_persona(raw: dict, source: str = "persona") -> Persona:
     tails = _strings(raw["tails"], f"{source}: tails") if "tails" in raw else ()
     for template in tails:
         _check_slots(template, pools, f"{source}: tail {template!r}")
-    chance = raw.get("tail_probability", 0.5 if tails else 0.0)
-    if not isinstance(chance, (int, float)) or not 0 <= chance <= 1:
-        raise PersonaError(f"{source}: tail_probability must be a number in [0, 1], got {chance!r}")
+    chance = _probability(raw, "tail_probability", 0.5 if tails else 0.0, source)
+    variation = _probability(raw, "user_variation", 0.0, source)
     return Persona(raw["name"], raw.get("assistant", raw["name"]), raw.get("description", ""),
-                   pools, tuple(topics), tails, float(chance))
+                   pools, tuple(topics), tails, chance, variation)
+
+
+def _probability(raw: dict, key: str, default: float, source: str) -> float:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise PersonaError(f"{source}: {key} must be a number in [0, 1], got {value!r}")
+    return float(value)
 
 
 def load_persona(path) -> Persona:
@@ -129,8 +141,10 @@ def generate(persona: Persona, n: int, seed: int) -> list[dict]:
         output = _fill(rng.choice(topic.responses), persona.pools, bound, rng)
         if persona.tails and rng.random() < persona.tail_probability:
             output += " " + _fill(rng.choice(persona.tails), persona.pools, bound, rng)
-        records.append({"input": _fill(prompt, persona.pools, bound, rng), "output": output,
-                        "category": topic.name})
+        user = _fill(prompt, persona.pools, bound, rng)
+        if persona.user_variation and rng.random() < persona.user_variation:
+            user = vary(user, rng, names=(persona.assistant,))
+        records.append({"input": user, "output": output, "category": topic.name})
     return records
 
 

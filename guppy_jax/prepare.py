@@ -1,42 +1,73 @@
-"""Generate a persona's synthetic conversations and train the tokenizer.
+"""Make a data directory for train: from a persona file, or from your own conversations.
 
     python -m guppy_jax.prepare                                   # Guppy, 60K samples
     python -m guppy_jax.prepare --persona data/personas/mochi.toml --out data/generated/mochi
+    python -m guppy_jax.prepare --from my_chats.jsonl --out data/generated/mine
+    python -m guppy_jax.prepare --from my_dataset/ --out data/generated/mine   # train.jsonl + test.jsonl
 
-Writes train.jsonl, eval.jsonl (5% held out), tokenizer.json and summary.json into --out.
-The same seed and persona give byte-identical files.
+Writes train.jsonl, eval.jsonl, tokenizer.json (byte-level BPE trained on the training text)
+and summary.json into --out. A persona's conversations are generated (5% held out); the same
+seed and persona give byte-identical files. --from reads a JSONL file or a folder of them, in
+any record form train reads: {"input","output"} (the original's published train/test files),
+{"text"} (the original's ChatML train/eval files) or {"messages": [...]}. A folder's
+train.jsonl trains and its eval.jsonl, validation.jsonl, valid.jsonl or test.jsonl evaluates;
+with no eval file, --eval-fraction of the records is held out (seeded). It reports samples,
+tokens, the longest sample, what --max-seq-len will truncate, and the --vocab-size to train with.
 """
 from __future__ import annotations
 
-import sys
-
 from . import cli
+from .data import DataError
 from .datadir import fill_shares, prepare
+from .owndata import prepare_from
 from .persona import PersonaError
 
 __all__ = ["build_parser", "main", "prepare", "fill_shares"]
 
 
 def build_parser():
-    parser = cli.make_parser("prepare", "Generate synthetic conversations from a persona file and "
-                                        "train the BPE tokenizer.\n\n" + __doc__)
-    parser.add_argument("--persona", default=str(cli.DEFAULT_PERSONA), help="persona TOML file (default: Guppy)")
-    parser.add_argument("--out", default=str(cli.DEFAULT_DATA), metavar="DIR", help="output data directory")
-    parser.add_argument("--samples", type=int, default=60_000, help="conversations to generate")
-    parser.add_argument("--seed", type=int, default=42, help="random seed")
-    parser.add_argument("--vocab-size", type=int, default=4096, help="tokenizer vocab cap")
+    parser = cli.make_parser("prepare", __doc__, raw=True)
+    parser.epilog = __doc__.split("\n\n", 1)[1] + "\n" + cli.EXIT_CODES
+    parser.add_argument("--persona", default=None, metavar="TOML",
+                        help=f"persona file (default: Guppy, {cli.DEFAULT_PERSONA.name})")
+    parser.add_argument("--from", dest="source", default=None, metavar="PATH",
+                        help="your own conversations instead of a persona: a JSONL file or a folder")
+    parser.add_argument("--out", default=str(cli.DEFAULT_DATA), metavar="DIR",
+                        help="output data directory (default: %(default)s)")
+    parser.add_argument("--samples", type=int, default=None,
+                        help="conversations to generate from the persona (default: 60000)")
+    parser.add_argument("--seed", type=int, default=42,
+                        help="random seed of the generation and the eval split (default: %(default)s)")
+    parser.add_argument("--vocab-size", type=int, default=4096, help="tokenizer vocab cap (default: %(default)s)")
+    parser.add_argument("--eval-fraction", type=float, default=0.05,
+                        help="share held out for eval: a persona's, or --from's when it has no eval file "
+                             "(default: %(default)s)")
+    parser.add_argument("--max-seq-len", type=int, default=128,
+                        help="--from: the context length to count truncated samples against (default: "
+                             "%(default)s)")
     cli.add_quiet(parser)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.source is not None and (args.persona is not None or args.samples is not None):
+        return cli.error("--from takes your own conversations: leave out --persona and --samples",
+                         cli.EXIT_USAGE)
+    if not 0 < args.eval_fraction < 1:
+        return cli.error(f"--eval-fraction must be between 0 and 1, got {args.eval_fraction}", cli.EXIT_USAGE)
     try:
-        prepare(args.persona, args.out, args.samples, args.seed, args.vocab_size, quiet=args.quiet)
+        if args.source is not None:
+            prepare_from(args.source, args.out, args.seed, args.vocab_size, args.eval_fraction,
+                         args.max_seq_len, quiet=args.quiet)
+        else:
+            prepare(args.persona or cli.DEFAULT_PERSONA, args.out,
+                    60_000 if args.samples is None else args.samples, args.seed, args.vocab_size,
+                    eval_fraction=args.eval_fraction, quiet=args.quiet)
+    except (DataError, OSError) as err:  # a file that cannot be used
+        return cli.error(err, cli.EXIT_FAILED)
     except (PersonaError, ValueError) as err:
         return cli.error(err, cli.EXIT_USAGE)
-    except OSError as err:
-        return cli.error(err, cli.EXIT_FAILED)
     return cli.EXIT_OK
 
 

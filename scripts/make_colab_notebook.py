@@ -98,10 +98,11 @@ print(f"keyword hit rate {result['keyword_hit_rate']:.1%}, lowercase {result['lo
       f"short {result['short_share']:.1%}, eval loss {result.get('eval_loss', float('nan')):.3f}")
 for row in result["rows"][:5]:
     print(("hit " if row["hit"] else "miss"), row["prompt"], "->", row["answer"])"""),
-    ("markdown", """## 7. Export to the original's format and download
+    ("markdown", """## 7. Export with the original's keys and download
 
-`pytorch_model.bin` (the original state-dict keys), `config.json` and `tokenizer.json` load
-into `reference_torch` (and the original GuppyLM code) with `strict=True`."""),
+`model.safetensors` (the original state-dict keys), `config.json` and `tokenizer.json` load
+into `reference_torch` with `strict=True` (read the weights with `safetensors.torch.load_file`).
+Add `--format bin` for the original's `pytorch_model.bin` instead."""),
     ("code", """!{sys.executable} -m guppy_jax.convert export --run-dir {RUN_DIR} --out {EXPORT_DIR} --force
 import shutil
 

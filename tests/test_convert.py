@@ -1,24 +1,40 @@
-"""The convert command: original checkpoints in, reference-loadable files out."""
+"""The convert command: original checkpoints and safetensors in, reference-loadable files out."""
 import json
 
+import jax
 import numpy as np
 import pytest
 
 from guppy_jax import convert
 
 torch = pytest.importorskip("torch")
+safetensors_torch = pytest.importorskip("safetensors.torch")
 
 
-def test_export_then_reference_gives_same_greedy_answer(trained, tmp_path):
+def same_params(a, b) -> None:
+    flat_b = dict(jax.tree_util.tree_leaves_with_path(b))
+    for path, leaf in jax.tree_util.tree_leaves_with_path(a):
+        assert np.array_equal(np.asarray(leaf), np.asarray(flat_b[path])), jax.tree_util.keystr(path)
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+def test_export_then_reference_gives_same_greedy_answer(trained, tmp_path, fmt):
     from guppy_jax.checkpoint import load_for_inference
     from guppy_jax.config import ModelConfig
     from guppy_jax.generate import generate as jax_generate
     from reference_torch.model import GuppyLM, generate as torch_generate
     out = trained.run_dir
-    assert convert.main(["export", str(out), "--out", str(tmp_path / "exp")]) == 0
+    flags = [] if fmt == "safetensors" else ["--format", "bin"]  # safetensors is the default
+    assert convert.main(["export", str(out), "--out", str(tmp_path / "exp"), *flags]) == 0
+    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == sorted(
+        ["config.json", "tokenizer.json", "model.safetensors" if fmt == "safetensors" else "pytorch_model.bin"])
     cfg = ModelConfig.from_dict(json.loads((tmp_path / "exp" / "config.json").read_text()))
     model = GuppyLM(cfg)
-    model.load_state_dict(torch.load(tmp_path / "exp" / "pytorch_model.bin", weights_only=True), strict=True)
+    if fmt == "safetensors":
+        state_dict = safetensors_torch.load_file(str(tmp_path / "exp" / "model.safetensors"))
+    else:
+        state_dict = torch.load(tmp_path / "exp" / "pytorch_model.bin", weights_only=True)
+    model.load_state_dict(state_dict, strict=True)
     jcfg, params, tok = load_for_inference(out)
     prompt = tok.encode("<|im_start|>user\nhi guppy<|im_end|>\n<|im_start|>assistant\n").ids
     want = torch_generate(model, prompt, 20, temperature=0.0)
@@ -26,10 +42,57 @@ def test_export_then_reference_gives_same_greedy_answer(trained, tmp_path):
     assert got == want
 
 
+def test_safetensors_round_trips_are_bit_exact_both_ways(trained, tmp_path):
+    from guppy_jax.checkpoint import load_for_inference
+    assert convert.main(["export", str(trained.run_dir), "--out", str(tmp_path / "e1")]) == 0
+    assert convert.main(["import", str(tmp_path / "e1" / "model.safetensors"), "--run-dir", str(tmp_path / "r")]) == 0
+    _, original, _ = load_for_inference(trained.run_dir)
+    _, imported, _ = load_for_inference(tmp_path / "r")
+    same_params(original, imported)  # run -> file -> run
+    assert convert.main(["export", str(tmp_path / "r"), "--out", str(tmp_path / "e2")]) == 0
+    first = safetensors_torch.load_file(str(tmp_path / "e1" / "model.safetensors"))
+    second = safetensors_torch.load_file(str(tmp_path / "e2" / "model.safetensors"))
+    assert set(first) == set(second)
+    for key in first:  # file -> run -> file
+        assert torch.equal(first[key], second[key]), key
+
+
+def test_bad_safetensors_files_are_one_line_naming_the_file(trained, tmp_path, capsys):
+    exp = tmp_path / "exp"
+    assert convert.main(["export", str(trained.run_dir), "--out", str(exp)]) == 0
+    weights = safetensors_torch.load_file(str(exp / "model.safetensors"))
+    weights["blocks.1.attn.out.weight"] = weights["blocks.1.attn.out.weight"][:-1].clone()
+    safetensors_torch.save_file(weights, str(exp / "bent.safetensors"))
+    cut = exp / "cut.safetensors"
+    cut.write_bytes((exp / "model.safetensors").read_bytes()[:-100])
+    capsys.readouterr()
+    for bad, says in ((exp / "bent.safetensors", "blocks.1.attn.out.weight: expected shape"),
+                      (cut, "cannot be read as safetensors")):
+        assert convert.main(["import", str(bad), "--run-dir", str(tmp_path / bad.stem)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: {bad}: ") and says in err and len(err.splitlines()) == 1, err
+        assert not (tmp_path / bad.stem).exists()
+
+
+def test_a_malicious_pickle_is_refused_with_our_message(tmp_path, capsys):
+    marker = tmp_path / "payload-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"tok_emb.weight": torch.zeros(2), "x": Payload()}, tmp_path / "pytorch_model.bin")
+    assert convert.main(["import", str(tmp_path / "pytorch_model.bin"), "--run-dir", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert not marker.exists(), "the pickle's payload ran"
+    assert "refused" in err and "guppy-jax loads weights only" in err and "io.open" in err, err
+    assert "Weights only load failed" not in err and len(err.splitlines()) == 1
+
+
 def test_import_both_formats_round_trip(trained, tmp_path):
     from guppy_jax.checkpoint import load_for_inference
     out = trained.run_dir
-    convert.main(["export", str(out), "--out", str(tmp_path / "exp")])
+    convert.main(["export", str(out), "--out", str(tmp_path / "exp"), "--format", "bin"])
     cfg, params, _ = load_for_inference(out)
     # bare state dict + config.json in hub key style
     hub = {"vocab_size": cfg.vocab_size, "max_position_embeddings": cfg.max_seq_len, "hidden_size": cfg.d_model,
@@ -49,7 +112,7 @@ def test_import_both_formats_round_trip(trained, tmp_path):
 
 def test_bad_checkpoints_are_explained(trained, tmp_path, capsys):
     out = trained.run_dir
-    convert.main(["export", str(out), "--out", str(tmp_path / "exp")])
+    convert.main(["export", str(out), "--out", str(tmp_path / "exp"), "--format", "bin"])
     good = (tmp_path / "exp" / "pytorch_model.bin").read_bytes()
     (tmp_path / "exp" / "cut.bin").write_bytes(good[: len(good) // 2])
     assert convert.main(["import", str(tmp_path / "exp" / "cut.bin"), "--out", str(tmp_path / "x")]) == 1
@@ -66,3 +129,16 @@ def test_bad_checkpoints_are_explained(trained, tmp_path, capsys):
     assert "tok_emb.weight: expected shape" in capsys.readouterr().err
 
 
+
+
+def test_a_bare_state_dict_beside_the_originals_nested_training_config(trained, tmp_path):
+    from guppy_jax.checkpoint import load_for_inference
+    exp = tmp_path / "exp"
+    assert convert.main(["export", str(trained.run_dir), "--out", str(exp), "--format", "bin"]) == 0
+    cfg, params, _ = load_for_inference(trained.run_dir)
+    nested = {"model": cfg.to_dict(), "train": {"batch_size": 32, "learning_rate": 3e-4, "max_steps": 10000}}
+    (exp / "config.json").write_text(json.dumps(nested))
+    assert convert.main(["import", str(exp / "pytorch_model.bin"), "--run-dir", str(tmp_path / "r")]) == 0
+    imported_cfg, imported, _ = load_for_inference(tmp_path / "r")
+    assert imported_cfg == cfg
+    same_params(params, imported)

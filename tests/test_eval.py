@@ -22,7 +22,7 @@ def test_quiet_prints_only_the_scores(trained, capsys):
     assert guppy_eval.main(["--run-dir", str(trained.run_dir), "--data-dir", str(trained.data_dir),
                             "--quiet"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert [line.split()[0] for line in lines] == ["keyword", "lowercase", "short", "eval"]
+    assert [line.split()[0] for line in lines] == ["keyword", "by", "lowercase", "short", "eval"]
 
 
 def test_bad_temperature_is_a_usage_error(trained, capsys):

@@ -184,10 +184,10 @@ def test_resume_before_any_complete_save_starts_from_step_zero(tmp_path, data_di
 def test_import_and_export_never_overwrite_a_run(tmp_path, trained, capsys):
     pytest.importorskip("torch")
     export = tmp_path / "export"
-    assert convert.main(["export", str(trained.run_dir), "--out", str(export)]) == 0
+    assert convert.main(["export", str(trained.run_dir), "--out", str(export), "--format", "bin"]) == 0
     before = (export / "pytorch_model.bin").read_bytes()
     capsys.readouterr()
-    assert convert.main(["export", str(trained.run_dir), "--out", str(export)]) == 1
+    assert convert.main(["export", str(trained.run_dir), "--out", str(export), "--format", "bin"]) == 1
     assert "--force" in one_line(capsys.readouterr().err)
     assert convert.main(["export", str(trained.run_dir), "--out", str(trained.run_dir), "--force"]) == 1
     assert "is a run directory" in one_line(capsys.readouterr().err)
@@ -330,7 +330,7 @@ def test_nan_temperature_and_nan_weights_are_refused(tmp_path, trained, capsys):
     assert chat.main(["--run-dir", str(trained.run_dir), "--temperature", "nan", "--prompt", "hi"]) == 2
     assert "temperature" in one_line(capsys.readouterr().err)
     export = tmp_path / "export"
-    assert convert.main(["export", str(trained.run_dir), "--out", str(export)]) == 0
+    assert convert.main(["export", str(trained.run_dir), "--out", str(export), "--format", "bin"]) == 0
     weights = torch.load(export / "pytorch_model.bin", weights_only=True)
     weights["blocks.0.attn.qkv.weight"][0, :3] = float("nan")
     torch.save(weights, export / "pytorch_model.bin")

@@ -35,7 +35,7 @@ def test_the_notebook_trains_chats_evaluates_and_exports_on_cpu(tmp_path, data_d
     text = "\n".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
     assert "precision: float32" in text and "Guppy> " in text and "keyword hit rate" in text
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "finished"
-    assert {p.name for p in (tmp_path / "exported").iterdir()} >= {"pytorch_model.bin", "config.json",
+    assert {p.name for p in (tmp_path / "exported").iterdir()} >= {"model.safetensors", "config.json",
                                                                     "tokenizer.json"}
     assert (tmp_path / "guppy_exported.zip").stat().st_size > 10_000
     images = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]

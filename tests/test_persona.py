@@ -1,6 +1,7 @@
 """The persona files and the generator."""
 import json
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from guppy_jax.persona import SLOT, PersonaError, generate, load_persona, parse_
 
 PERSONAS = Path(__file__).resolve().parent.parent / "data" / "personas"
 GUPPY = load_persona(PERSONAS / "guppy.toml")
+RAW_GUPPY = tomllib.loads((PERSONAS / "guppy.toml").read_text(encoding="utf-8"))
 
 
 def test_guppy_has_sixty_topics_with_prompts_and_responses():
@@ -49,7 +51,8 @@ def test_every_template_renders_without_leftover_slots():
 
 
 def test_prompt_slot_value_carries_into_response():
-    for r in generate(GUPPY, 3000, seed=2):
+    as_written = parse_persona({**RAW_GUPPY, "user_variation": 0})  # no capitals or typos in the way
+    for r in generate(as_written, 3000, seed=2):
         if r["category"] == "human things" and r["output"].startswith("i do not know "):
             thing = r["output"][len("i do not know "):].split(".")[0]
             assert thing in r["input"], r
@@ -86,3 +89,21 @@ def test_bad_persona_is_rejected_with_topic_and_template(change, words):
     with pytest.raises(PersonaError) as err:
         parse_persona(raw)
     assert words in str(err.value)
+
+
+def test_user_prompts_are_written_as_people_type_and_answers_stay_lowercase():
+    from guppy_jax.writing import bare
+    records = generate(GUPPY, 6000, seed=5)
+    varied = [r["input"] for r in records if r["input"] != r["input"].lower() or r["input"][-1:] in "?!.):"]
+    assert 0.35 < len(varied) / len(records) < 0.6, len(varied)  # user_variation = 0.5, some vary to lowercase
+    assert any(i.isupper() for i in varied) and any(i[:1].isupper() and not i.isupper() for i in varied)
+    assert any("Guppy" in i for i in varied)
+    assert all(r["output"] == r["output"].lower() for r in records)
+    plain = generate(parse_persona({**RAW_GUPPY, "user_variation": 0}), 600, seed=5)
+    assert all(r["input"] == bare(r["input"]) for r in plain)  # nothing varied at 0
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, "half", True])
+def test_user_variation_must_be_a_probability(value):
+    with pytest.raises(PersonaError, match="user_variation must be a number in"):
+        parse_persona({**RAW_GUPPY, "user_variation": value}, "p.toml")

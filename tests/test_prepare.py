@@ -31,3 +31,44 @@ def test_prepare_reports_a_bad_persona(tmp_path, capsys):
                    'responses = ["{cake}"]\n')
     assert prepare_main(["--persona", str(bad), "--out", str(tmp_path / "o")]) == 2
     assert "unknown slot {cake}" in capsys.readouterr().err
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def hub_rows(n: int, start: int = 0) -> list[dict]:
+    """The published layout: {"input", "output", "category"}."""
+    foods = ["flakes", "bloodworms", "pellets", "peas"]
+    return [{"input": f"do you want {foods[i % 4]} today {i}", "output": f"yes. {foods[i % 4]} are food. "
+             f"i love food {i}.", "category": "food"} for i in range(start, start + n)]
+
+
+def test_your_own_folder_prepares_and_trains_without_renaming(tmp_path, capsys):
+    from guppy_jax.train import main as train_main
+    write_rows(tmp_path / "src" / "train.jsonl", hub_rows(120))
+    write_rows(tmp_path / "src" / "test.jsonl", hub_rows(20, start=120))
+    out = tmp_path / "data"
+    assert prepare_main(["--from", str(tmp_path / "src"), "--out", str(out)]) == 0
+    report = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert f"train {summary['train']['samples']} samples, {summary['train']['tokens']} tokens" in report
+    assert "0 samples longer than the context length (128 tokens)" in report
+    assert f"train with: python -m guppy_jax.train --data-dir {out} --vocab-size " in report
+    vocab = str(summary["train_vocab_size"])
+    assert train_main(["--preset", "tiny", "--data-dir", str(out), "--run-dir", str(tmp_path / "run"),
+                       "--vocab-size", vocab, "--steps", "4", "--quiet"]) == 0
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "finished"
+
+
+def test_prepare_from_refuses_bad_lines_and_mixed_flags(tmp_path, capsys):
+    write_rows(tmp_path / "mine.jsonl", hub_rows(10))
+    with open(tmp_path / "mine.jsonl", "a") as f:
+        f.write('{"input": "hi", "output": 7}\n')
+    assert prepare_main(["--from", str(tmp_path / "mine.jsonl"), "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {tmp_path / 'mine.jsonl'}:11: missing or non-string field 'output'"
+    assert prepare_main(["--from", str(tmp_path / "mine.jsonl"), "--persona", "x.toml"]) == 2
+    assert "leave out --persona" in capsys.readouterr().err
+    assert prepare_main(["--from", str(tmp_path / "mine.jsonl"), "--eval-fraction", "1"]) == 2
