@@ -94,8 +94,15 @@ def check_self_contained(path) -> None:
 
 def quantize_int8(src, dst) -> Path:
     """onnxruntime's dynamic quantization: int8 matmul weights, activations quantized per call."""
+    import logging
+
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    root = logging.getLogger()
+    level, root.level = root.level, logging.ERROR  # its advice to pre-process is for conv nets
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
     check_self_contained(dst)
     return Path(dst)
 
