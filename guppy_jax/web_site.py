@@ -37,7 +37,7 @@ def library_sources(web_dir: Path = WEB) -> dict[str, Path]:
     missing = [str(path) for path in found.values() if not path.exists()]
     if missing:
         raise SiteError(f"{missing[0]} is missing: install the page's libraries first with "
-                        f"`npm ci --prefix {web_dir}` (node and npm needed)")
+                        f"`npm ci --ignore-scripts --prefix {web_dir}` (node and npm needed)")
     return found
 
 
