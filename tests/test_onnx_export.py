@@ -54,6 +54,13 @@ def test_the_files_are_self_contained_and_described(exported):
     assert meta["files"][ox.INT8_FILE] < 0.6 * meta["files"][ox.FLOAT_FILE]
 
 
+def test_the_float32_file_stores_the_tied_embedding_once(exported):
+    out, _, cfg, _, _ = exported
+    shapes = {(cfg.vocab_size, cfg.d_model), (cfg.d_model, cfg.vocab_size)}
+    found = [t.name for t in onnx.load(str(out / ox.FLOAT_FILE)).graph.initializer if tuple(t.dims) in shapes]
+    assert len(found) == 1, f"the embedding / head matrix is stored {len(found)} times: {found}"
+
+
 def test_float32_logits_equal_jax_on_a_batch(exported):
     out, _, cfg, params, _ = exported
     tokens_BT = np.random.default_rng(0).integers(0, cfg.vocab_size, (3, cfg.max_seq_len))
