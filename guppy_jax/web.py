@@ -30,7 +30,7 @@ def build_parser():
         sp.add_argument("--out", required=True, metavar="DIR", help=what)
         sp.add_argument("--force", action="store_true", help="overwrite an earlier export or page in --out")
         sp.add_argument("--latest", action="store_true", help="use the latest checkpoint, not the best-eval one")
-        sp.add_argument("--no-int8", dest="int8", action="store_false", help="skip the int8 model")
+        sp.add_argument("--no-int8", action="store_true", help="skip the int8 model (the page then loads float32)")
         cli.add_quiet(sp)
     return p
 
@@ -51,10 +51,10 @@ def main(argv=None) -> int:
     try:
         if args.command == "export":
             meta = export_run(args.run_dir, args.out, force=args.force, best=not args.latest,
-                              int8=args.int8, notes=notes)
+                              int8=not args.no_int8, notes=notes)
         else:
             built = build_site(args.run_dir, args.out, force=args.force, best=not args.latest,
-                               int8=args.int8, notes=notes)
+                               int8=not args.no_int8, notes=notes)
             meta = built["meta"]
     except (CheckpointError, OnnxExportError, SiteError, ValueError, OSError) as err:
         return cli.error(err)

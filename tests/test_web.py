@@ -173,3 +173,18 @@ def test_the_int8_page_answers_offline_once_loaded(site):
     finally:
         driver.quit()
         server.stop()
+
+
+def test_a_page_built_without_int8_loads_float32(trained, tmp_path, capsys):
+    out = tmp_path / "site"
+    assert web.main(["build", "--run-dir", str(trained.run_dir), "--out", str(out), "--no-int8"]) == 0
+    printed = capsys.readouterr().out
+    assert "page load with the float32 model: " in printed and "int8 model" not in printed
+    assert not (out / "model" / "guppy.int8.onnx").exists()
+    server, driver = Server(out), chromium()
+    try:
+        driver.get(server.url + "index.html")
+        assert call(driver, "window.guppy.info()")["precision"] == "float32"
+    finally:
+        driver.quit()
+        server.stop()

@@ -25,7 +25,8 @@ function sampling() {
 
 const ready = Guppy.load(precision).then((guppy) => {
   const mb = (guppy.modelBytes / 2 ** 20).toFixed(1);
-  $("status").textContent = `${precision} model loaded (${mb} MiB), single-threaded wasm`;
+  $("precision").value = guppy.precision;
+  $("status").textContent = `${guppy.precision} model loaded (${mb} MiB), single-threaded wasm`;
   $("message").disabled = $("send").disabled = false;
   return guppy;
 }).catch((err) => {
@@ -51,5 +52,5 @@ window.guppy = {
   encode: async (text) => (await ready).encode(text),
   decode: async (ids) => (await ready).decode(ids),
   answer: async (message, options = {}) => (await ready).answer(message, options),
-  info: async () => { const g = await ready; return { precision, modelBytes: g.modelBytes, model: g.cfg }; },
+  info: async () => { const g = await ready; return { precision: g.precision, modelBytes: g.modelBytes, model: g.cfg }; },
 };

@@ -57,6 +57,7 @@ export class Guppy {
       return response;
     };
     const meta = await (await get("model/guppy.json")).json();
+    if (!(MODEL_FILES[precision].slice("model/".length) in meta.files)) precision = "float32"; // built --no-int8
     const tokenizer = new Tokenizer(await (await get("model/tokenizer.json")).json(), {});
     const bytes = await (await get(MODEL_FILES[precision])).arrayBuffer();
     const session = await ort.InferenceSession.create(bytes, { executionProviders: ["wasm"] });
