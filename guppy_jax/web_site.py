@@ -1,12 +1,14 @@
 """The static chat page: web/'s sources, the npm libraries it needs and an exported model.
 
     site/index.html, app.js, guppy.js           the page (sources in web/)
-    site/lib/ort.wasm.min.mjs, ort-wasm-simd-threaded.{mjs,wasm}   onnxruntime-web (wasm only)
-    site/lib/tokenizers.min.mjs                 @huggingface/tokenizers
+    site/lib/onnxruntime-web.js, ort-wasm-simd-threaded.{js,wasm}   onnxruntime-web (wasm only)
+    site/lib/tokenizers.js                      @huggingface/tokenizers
     site/model/guppy.onnx, guppy.int8.onnx, guppy.json, tokenizer.json
 
 The libraries come from web/node_modules, installed from web/package-lock.json by `npm ci`.
-Any static host serves the folder; no special headers (the wasm runs single-threaded).
+Any static host serves the folder; no special headers (the wasm runs single-threaded). The
+ES modules are renamed from .mjs to .js, which every server sends as JavaScript (not every
+server maps .mjs, and a module sent as octet-stream does not run).
 """
 from __future__ import annotations
 
@@ -18,10 +20,10 @@ from .cli import REPO
 WEB = REPO / "web"
 PAGE_FILES = ("index.html", "app.js", "guppy.js")
 LIBRARIES = {  # file in the site's lib/ -> where npm ci puts it
-    "ort.wasm.min.mjs": "onnxruntime-web/dist/ort.wasm.min.mjs",
-    "ort-wasm-simd-threaded.mjs": "onnxruntime-web/dist/ort-wasm-simd-threaded.mjs",
+    "onnxruntime-web.js": "onnxruntime-web/dist/ort.wasm.min.mjs",
+    "ort-wasm-simd-threaded.js": "onnxruntime-web/dist/ort-wasm-simd-threaded.mjs",
     "ort-wasm-simd-threaded.wasm": "onnxruntime-web/dist/ort-wasm-simd-threaded.wasm",
-    "tokenizers.min.mjs": "@huggingface/tokenizers/dist/tokenizers.min.mjs",
+    "tokenizers.js": "@huggingface/tokenizers/dist/tokenizers.min.mjs",
 }
 # what a visit downloads besides the model file itself
 ALWAYS_LOADED = [*PAGE_FILES, *(f"lib/{name}" for name in LIBRARIES), "model/guppy.json", "model/tokenizer.json"]

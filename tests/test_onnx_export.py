@@ -123,7 +123,7 @@ def test_export_refuses_a_run_directory_and_earlier_files(exported, trained):
 def test_the_export_command(trained, tmp_path, capsys):
     assert web.main(["export", "--run-dir", str(trained.run_dir), "--out", str(tmp_path / "x"), "--no-int8"]) == 0
     printed = capsys.readouterr().out
-    assert "guppy.onnx: " in printed and "int8" not in printed
+    assert "guppy.onnx: " in printed and "guppy.int8.onnx" not in printed
     assert not (tmp_path / "x" / ox.INT8_FILE).exists()
     assert web.main(["export", "--run-dir", str(trained.run_dir), "--out", str(tmp_path / "x")]) == 1
     assert "--force" in capsys.readouterr().err

@@ -21,7 +21,8 @@ from guppy_jax.web_site import SiteError, check_site_target, library_sources
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 PROMPTS = ["hi guppy", "what is the meaning of life", "are you hungry?"]
 STRINGS = ["hello there", "What IS the Meaning Of LIFE", "wait... really?! (yes); no: 'maybe' - \"ok\"",
-           "fish 🐟 are 😀 nice 🫧", "金魚は水の中で泳ぐ 金鱼", "  double  spaces\ttab\n\nnew lines ", "don't 12345 3.14",
+           "fish 🐟 are 😀 nice 🫧", "金魚は水の中で泳ぐ 金鱼", "  double  spaces\ttab\n\nnew lines ",
+           "don't 12345 3.14",
            format_prompt("hi"), "é à ü ß", "the tank is big " * 40]
 
 
@@ -98,8 +99,8 @@ def page(site):
 
 def test_the_built_folder_holds_the_page_libraries_and_model(site, capsys):
     names = {str(p.relative_to(site)) for p in site.rglob("*") if p.is_file()}
-    assert {"index.html", "app.js", "guppy.js", "lib/ort.wasm.min.mjs", "lib/ort-wasm-simd-threaded.wasm",
-            "lib/tokenizers.min.mjs", "model/guppy.onnx", "model/guppy.int8.onnx", "model/tokenizer.json",
+    assert {"index.html", "app.js", "guppy.js", "lib/onnxruntime-web.js", "lib/ort-wasm-simd-threaded.js",
+            "lib/ort-wasm-simd-threaded.wasm", "lib/tokenizers.js", "model/guppy.onnx", "model/guppy.int8.onnx", "model/tokenizer.json",
             "model/guppy.json"} <= names
     with pytest.raises(SiteError, match="--force"):
         check_site_target(site, force=False)

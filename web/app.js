@@ -52,5 +52,8 @@ window.guppy = {
   encode: async (text) => (await ready).encode(text),
   decode: async (ids) => (await ready).decode(ids),
   answer: async (message, options = {}) => (await ready).answer(message, options),
-  info: async () => { const g = await ready; return { precision: g.precision, modelBytes: g.modelBytes, model: g.cfg }; },
+  info: async () => {
+    const g = await ready;
+    return { precision: g.precision, modelBytes: g.modelBytes, model: g.cfg };
+  },
 };

@@ -3,11 +3,14 @@
 // `python -m guppy_jax.chat`: the ChatML prompt, temperature / top-k / top-p, stop at <|im_end|>.
 // The graph takes (tokens, past_k, past_v) and returns (logits, present_k, present_v): the prompt
 // runs once with an empty past, then each new token costs one position.
-import * as ort from "./lib/ort.wasm.min.mjs";
-import { Tokenizer } from "./lib/tokenizers.min.mjs";
+import * as ort from "./lib/onnxruntime-web.js";
+import { Tokenizer } from "./lib/tokenizers.js";
 
 ort.env.wasm.numThreads = 1; // no SharedArrayBuffer, so no special server headers
-ort.env.wasm.wasmPaths = new URL("./lib/", import.meta.url).href;
+ort.env.wasm.wasmPaths = { // web_site.py copies them under these names
+  mjs: new URL("./lib/ort-wasm-simd-threaded.js", import.meta.url).href,
+  wasm: new URL("./lib/ort-wasm-simd-threaded.wasm", import.meta.url).href,
+};
 
 const MODEL_FILES = { int8: "model/guppy.int8.onnx", float32: "model/guppy.onnx" };
 
