@@ -154,11 +154,14 @@ def test_sampling_filters_that_keep_one_token_are_greedy(page):
 
 
 def test_the_page_chats_through_its_form(page):
+    greedy = call(page, "window.guppy.answer('hello fish', {temperature: 0})")["text"]
+    page.execute_script("document.getElementById('temperature').value = '0';")
     page.find_element("id", "message").send_keys("hello fish\n")
     call(page, "new Promise(r => { const t = setInterval(() => { if (document.querySelector('.fish'))"
                " { clearInterval(t); r(true); } }, 50); })")
     assert page.find_element("css selector", ".you").text == "You> hello fish"
-    assert page.find_element("css selector", ".fish").text.startswith("Guppy> ")
+    shown = page.find_element("css selector", ".fish").text
+    assert shown == f"Guppy> {greedy}".strip(), f"the form showed {shown!r}, greedy answer {greedy!r}"
 
 
 def test_the_int8_page_answers_offline_once_loaded(site):
