@@ -110,6 +110,12 @@ def test_the_built_folder_holds_the_page_libraries_and_model(site, capsys):
     (site / "notes.txt").unlink()
 
 
+def test_a_missing_browser_fails_the_test_rather_than_skipping(monkeypatch, tmp_path):
+    monkeypatch.setitem(globals(), "CHROMIUM", tmp_path / "chromium")
+    with pytest.raises(pytest.fail.Exception, match="apt-get install chromium chromium-driver"):
+        chromium()
+
+
 def test_missing_npm_libraries_name_the_setup_step(tmp_path):
     with pytest.raises(SiteError, match="npm ci"):
         library_sources(tmp_path)
