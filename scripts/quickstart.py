@@ -5,13 +5,16 @@
     python scripts/quickstart.py test-lowest     # a smoke subset on the lowest versions we claim
 
 Each command makes (or reuses) its virtual environment first: `.venv` with the CPU build of
-PyTorch 2.13.0 (the reference) and the project with its `torch` and `dev` extras (plus `gpu`
-where `nvidia-smi` finds a GPU). An environment is rebuilt when pyproject.toml changes. Only
-the standard library is used here.
+PyTorch 2.13.0 (the reference) and the project with its `torch`, `web` and `dev` extras (plus
+`gpu` where `nvidia-smi` finds a GPU). An environment is rebuilt when pyproject.toml changes.
+`test` also sets up the browser test: Debian's chromium and chromium-driver (apt-get, when
+missing) and the page's npm libraries (`npm ci` in web/, when the lockfile changed). Only the
+standard library is used here.
 """
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -58,8 +61,29 @@ def venv(folder: str, recipe: list[list[str]]) -> Path:
 
 
 def main_venv() -> Path:
-    extras = "torch,dev" + (",gpu" if shutil.which("nvidia-smi") else "")
+    extras = "torch,web,dev" + (",gpu" if shutil.which("nvidia-smi") else "")
     return venv(".venv", [[TORCH_CPU], ["-e", f".[{extras}]"]])
+
+
+def browser_setup() -> None:
+    """What tests/test_web.py needs besides Python: Debian's chromium and its chromedriver, and
+    web/node_modules from web/package-lock.json. Where they cannot be installed, that test fails."""
+    if not (Path("/usr/bin/chromium").exists() and Path("/usr/bin/chromedriver").exists()):
+        say("installing chromium and chromium-driver (apt-get, once)")
+        sudo = [] if not hasattr(os, "geteuid") or os.geteuid() == 0 else ["sudo"]
+        subprocess.run([*sudo, "apt-get", "update", "-qq"], check=False)
+        subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], check=False)
+    web = REPO / "web"
+    stamp = hashlib.sha256((web / "package-lock.json").read_bytes()).hexdigest()
+    stamp_file = web / "node_modules" / ".quickstart-stamp"
+    if stamp_file.exists() and stamp_file.read_text().strip() == stamp:
+        return
+    if not shutil.which("npm"):
+        say("npm not found: install node and npm, or the browser test will fail")
+        return
+    say("installing the page's libraries (npm ci in web/)")
+    if subprocess.run(["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=web).returncode == 0:
+        stamp_file.write_text(stamp + "\n")
 
 
 def run(python: Path, *args: str) -> int:
@@ -75,6 +99,7 @@ def main(argv: list[str]) -> int:
         return run(main_venv(), "-m", "guppy_jax.train", *rest)
     if command == "test":
         python = main_venv()
+        browser_setup()
         return run(python, "-m", "pytest", "-q", *rest)
     pins = [f"{name}=={version}" for name, version in LOWEST.items()]
     python = venv(".venv-lowest", [[*pins, "pytest>=8"], ["--no-deps", "-e", "."]])

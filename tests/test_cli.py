@@ -4,11 +4,12 @@ from pathlib import Path
 
 import pytest
 
-from guppy_jax import bench, chat, cli, compare, convert, eval as guppy_eval, inspect as guppy_inspect, prepare, train
+from guppy_jax import (bench, chat, cli, compare, convert, eval as guppy_eval, inspect as guppy_inspect, prepare,
+                       train, web)
 
 PACKAGE = Path(cli.__file__).parent
 COMMANDS = {"train": train, "chat": chat, "eval": guppy_eval, "convert": convert, "bench": bench,
-            "compare": compare, "prepare": prepare, "inspect": guppy_inspect}
+            "compare": compare, "prepare": prepare, "inspect": guppy_inspect, "web": web}
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -41,7 +42,7 @@ def test_every_command_states_exit_codes_and_has_quiet(name, capsys):
     assert done.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
     assert cli.EXIT_CODES in text
-    if name != "convert":  # convert's flags live on its subcommands
+    if name not in ("convert", "web"):  # their flags live on their subcommands
         assert "--quiet" in text
 
 
