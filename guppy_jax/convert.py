@@ -5,6 +5,7 @@
     python -m guppy_jax.convert import pytorch_model.bin --run-dir runs/original   # config.json beside it
     python -m guppy_jax.convert export --run-dir runs/guppy --out exported/        # model.safetensors
     python -m guppy_jax.convert export --run-dir runs/guppy --out exported/ --format bin
+    python -m guppy_jax.convert export --run-dir runs/guppy --out exported/ --format onnx  # + int8
 
 `import` takes model.safetensors, a bare state dict (pytorch_model.bin) or a best_model.pt-style
 dict ({"model_state_dict", "config", ...}); bare weights need a config.json beside them (flat,
@@ -14,6 +15,8 @@ weights-only: one that holds Python objects is refused, and nothing in it runs. 
 model.safetensors (or pytorch_model.bin with --format bin) under the original's state-dict keys,
 lm_head.weight included as its own copy of the tied embedding, with config.json and
 tokenizer.json; both load strictly into reference_torch. Pickles need the `torch` extra.
+--format onnx writes guppy.onnx and guppy.int8.onnx through the reference, as
+`python -m guppy_jax.web export` does (needs the `torch` and `web` extras).
 """
 from __future__ import annotations
 
@@ -36,9 +39,10 @@ def build_parser():
     exp.add_argument("run_dir_pos", nargs="?", metavar="RUN_DIR", help="run directory (or use --run-dir)")
     cli.add_run_dir(exp, "run directory to export (default: %(default)s)")
     exp.add_argument("--out", required=True, help="directory to write")
-    exp.add_argument("--format", choices=sorted(FORMATS), default="safetensors",
+    exp.add_argument("--format", choices=sorted([*FORMATS, "onnx"]), default="safetensors",
                      help="safetensors: model.safetensors (default); bin: pytorch_model.bin, the "
-                          "original's hub file (needs torch)")
+                          "original's hub file (needs torch); onnx: guppy.onnx + guppy.int8.onnx for "
+                          "onnxruntime and the browser page")
     exp.add_argument("--force", action="store_true", help="overwrite earlier exported files in --out")
     cli.add_quiet(exp)
     return p
@@ -52,8 +56,14 @@ def main(argv=None) -> int:
             print(f"imported {args.source} into {where}; try: python -m guppy_jax.chat --run-dir {where}")
         else:
             run_dir = args.run_dir_pos or args.run_dir
-            weights = export_run(run_dir, args.out, args.format, args.force)
-            print(f"exported {run_dir} to {weights} (+ config.json, tokenizer.json)")
+            if args.format == "onnx":
+                from .onnx_export import export_run as export_onnx
+                export_onnx(run_dir, args.out, force=args.force)
+                print(f"exported {run_dir} to {args.out}/guppy.onnx and guppy.int8.onnx (+ guppy.json, "
+                      f"tokenizer.json)")
+            else:
+                weights = export_run(run_dir, args.out, args.format, args.force)
+                print(f"exported {run_dir} to {weights} (+ config.json, tokenizer.json)")
     except (ValueError, OSError) as err:  # WeightFileError, CheckpointError are ValueErrors
         return cli.error(err)
     return cli.EXIT_OK

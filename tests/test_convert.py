@@ -142,3 +142,21 @@ def test_a_bare_state_dict_beside_the_originals_nested_training_config(trained, 
     imported_cfg, imported, _ = load_for_inference(tmp_path / "r")
     assert imported_cfg == cfg
     same_params(params, imported)
+
+
+def test_convert_export_can_write_onnx_too(trained, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    import numpy as np
+
+    from guppy_jax.checkpoint import load_for_inference
+    from guppy_jax.model import GuppyLM
+    from guppy_jax.onnx_export import FLOAT_FILE, INT8_FILE, OnnxGuppy
+    out = tmp_path / "onnx"
+    assert convert.main(["export", "--run-dir", str(trained.run_dir), "--out", str(out), "--format", "onnx"]) == 0
+    assert "guppy.onnx" in capsys.readouterr().out
+    assert (out / FLOAT_FILE).exists() and (out / INT8_FILE).exists()
+    cfg, params, _ = load_for_inference(trained.run_dir)
+    tokens = np.arange(3, 3 + 10, dtype=np.int64)[None]
+    want = np.asarray(GuppyLM(cfg).apply({"params": params}, tokens.astype(np.int32)))
+    got = OnnxGuppy(out / FLOAT_FILE, cfg).logits(tokens)
+    assert float(np.abs(got - want).max()) <= 1e-5
