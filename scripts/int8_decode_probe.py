@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from guppy_jax.config import PRESETS
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout, installed or not
+from guppy_jax.config import PRESETS  # noqa: E402
 
 
 def layer_kernels(cfg, rs) -> list[np.ndarray]:
