@@ -8,8 +8,9 @@ A run directory is self-contained:
   metrics.jsonl, loss_curve.png, summary.json
   .lock            held by the one process that writes the run (train, convert import)
 A checkpoint holds three items: `params` (the weights, all that chat, eval and export
-read), `train_state` (step, optimizer state, and the loss scale of a float16 run) and `meta` (JSON: the data iterator's
-position and the best eval loss), so a resumed run continues bit for bit.
+read), `train_state` (step, optimizer state, and the loss scale of a float16 run) and
+`meta` (JSON: the data iterator's position and the best eval loss), so a resumed run
+continues bit for bit, on any number of devices (the arrays are re-split on restore).
 
 Nothing is lost silently: orbax writes a step into a temporary directory and renames it
 when complete, so a crash mid-save leaves the previous checkpoints intact (the temporary
