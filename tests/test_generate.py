@@ -65,3 +65,24 @@ def test_left_pad_cuts_long_prompts_from_the_left():
     assert tokens.tolist() == [[3, 4, 5, 6]] and positions.tolist() == [[0, 1, 2, 3]]
     tokens, positions, segments = left_pad([[7, 8]], 4, pad_id=0)
     assert tokens.tolist() == [[0, 0, 7, 8]] and segments.tolist() == [[0, 0, 1, 1]]
+
+
+def test_a_small_top_k_finds_the_same_cut_without_sorting_the_vocabulary():
+    """The top-k fast path (the largest TOP_K_FAST logits only) against the full sort, over
+    top-k and top-p settings where either filter decides the cut."""
+    from guppy_jax.generate import TOP_K_FAST, _floor_from_sorted, _floor_from_top
+    import jax.numpy as jnp
+    import numpy as np
+    logits = jnp.asarray(np.random.RandomState(0).standard_normal((8, 4096)) * 3, jnp.float32)
+    for top_k in (1, 2, 50, TOP_K_FAST):
+        for top_p in (0.05, 0.5, 0.9, 1.0):
+            fast = _floor_from_top(logits, jnp.asarray(top_k), jnp.asarray(top_p))
+            full = _floor_from_sorted(logits, jnp.asarray(top_k), jnp.asarray(top_p))
+            assert float(jnp.abs(fast - full).max()) == 0.0, (top_k, top_p)
+    # and the samples: the same key gives the same tokens as the sorted path would
+    key = jax.random.key(5)
+    for top_k in (0, 40, TOP_K_FAST + 1):
+        got = sample_logits(logits, key, 0.8, top_k, 0.9)
+        floor = _floor_from_sorted(logits / 0.8, jnp.asarray(top_k), jnp.asarray(0.9))
+        want = jax.random.categorical(key, jnp.where(logits / 0.8 < floor, -jnp.inf, logits / 0.8), axis=-1)
+        assert (np.asarray(got) == np.asarray(want)).all(), top_k
