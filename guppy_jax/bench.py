@@ -18,7 +18,6 @@ import json
 import platform
 import resource
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,12 +63,14 @@ def pick_devices(device: str) -> Devices:
 
 
 # ----------------------------------------------------------------------------- training, same work
-def bench_jax_steps(cfg, batches, n, steps_per_call=1, device=None, dtype="float32"):
+def bench_jax_steps(cfg, batches, n, steps_per_call=1, device=None, dtype="float32", mesh=None):
     """(compile+first call s, median s per step, peak bytes or None) for the jitted train step,
-    computing in `dtype` (float16 with its loss scale)."""
+    computing in `dtype` (float16 with its loss scale), on `device` or, given a `mesh`, with
+    the state and batches placed on it as train does."""
     import jax
 
     from .data import stack_batches
+    from .mesh import place_batch, place_state
     from .model import init_params
     from .precision import compute_dtype, needs_loss_scaling
     from .steps import LossScale, create_state, make_train_step
@@ -84,7 +85,11 @@ def bench_jax_steps(cfg, batches, n, steps_per_call=1, device=None, dtype="float
         scale = LossScale.create() if needs_loss_scaling(dtype) else None
         state = create_state(cfg, OptimConfig(), init_params(cfg, jax.random.key(0)), compute_dtype(dtype), scale)
         fn = make_train_step(k)
-        calls = [jax.device_put(c, device) for c in calls]
+        if mesh is None:
+            calls = [jax.device_put(c, device) for c in calls]
+        else:
+            state = place_state(state, mesh)
+            calls = [place_batch(c, mesh, stacked=k > 1) for c in calls]
         t = time.perf_counter()
         state, m = fn(state, calls[0], rng)
         jax.block_until_ready(m)
@@ -99,8 +104,9 @@ def bench_jax_steps(cfg, batches, n, steps_per_call=1, device=None, dtype="float
     return first, statistics.median(times), peak
 
 
-def torch_trainer(cfg, dev, compile_model=False):
-    """(model to call, optimizer, scheduler) of the reference, seeded, on `dev`."""
+def torch_trainer(cfg, dev, compile_model=False, dynamic=False):
+    """(model to call, optimizer, scheduler) of the reference, seeded, on `dev`; `dynamic`
+    compiles for batches of any width (the original's per-batch padding)."""
     import torch
 
     from reference_torch.model import GuppyLM
@@ -108,7 +114,7 @@ def torch_trainer(cfg, dev, compile_model=False):
     torch.manual_seed(0)
     model = GuppyLM(cfg).to(dev)
     opt, sched = make_optimizer(model, OptimConfig())
-    return (torch.compile(model, dynamic=True) if compile_model else model), opt, sched
+    return (torch.compile(model, dynamic=dynamic) if compile_model else model), opt, sched
 
 
 def torch_step_fn(opt, sched, dev, amp_dtype: str | None):
@@ -194,7 +200,7 @@ def end_to_end_torch(cfg, samples, batch_size, n, dev, compile_model=False):
     """The original's loop: batches padded to their own longest row, one eager step each
     (or torch.compile with dynamic shapes, warmed on two widths so that it compiles once)."""
     from reference_torch.train import to_torch_batch, train_step
-    model, opt, sched = torch_trainer(cfg, dev, compile_model)
+    model, opt, sched = torch_trainer(cfg, dev, compile_model, dynamic=True)
     for warm in original_style_batches(samples, batch_size, 2 if compile_model else 1):
         train_step(model, opt, sched, {k: v.to(dev) for k, v in to_torch_batch(warm).items()})
     tokens = 0
@@ -311,8 +317,8 @@ def run(preset="guppy-9m", device="auto", steps=20, batch_size=None, data_dir=No
               "end_to_end_jax_over_torch_original": end_to_end, **generation_ratios(gen)}
     compiled = [r for r in rows.rows if r["framework"] == "torch.compile original-style" and "error" not in r]
     if compiled:
-        ratios["end_to_end_jax_over_torch_compile"] = end_to_end * rows.find("torch original-style")["tokens_per_s"] \
-            / compiled[0]["tokens_per_s"]
+        jax_e2e = next(r for r in rows.rows if r["framework"].startswith("jax packed"))
+        ratios["end_to_end_jax_over_torch_compile"] = jax_e2e["tokens_per_s"] / compiled[0]["tokens_per_s"]
     if dtype != "float32":
         ratios["same_work_best_jax_over_torch_amp"] = (best_jax["tokens_per_s"]
                                                        / rows.find(f"torch AMP ({dtype})")["tokens_per_s"])
@@ -325,22 +331,33 @@ def run(preset="guppy-9m", device="auto", steps=20, batch_size=None, data_dir=No
 
 
 def run_devices(preset, n_max, steps, batch_size, data_dir, quiet) -> dict:
-    """The --devices mode (guppy_jax/bench_devices.py) on the preset's model, float32, dropout off."""
+    """The --devices mode on the preset's model (float32, dropout off): bench_jax_steps on a
+    data mesh of 1, 2, 4 ... n_max devices (guppy_jax/bench_devices.py)."""
     import jax
 
-    from .bench_devices import scaling
+    from .bench_devices import check_devices, device_counts, scaling_rows
     from .data import make_batch, padded_row_len
     from .datadir import load_samples
+    from .mesh import make_mesh
     train_cfg = PRESETS[preset]
     cfg = train_cfg.model.replace(dropout=0.0)
     B = batch_size or train_cfg.batch_size
+    check_devices(n_max, B)
     samples = load_samples(data_dir or cli.DEFAULT_DATA, cfg.max_seq_len, cfg.vocab_size)
     T = padded_row_len(samples, cfg.max_seq_len)
     rs = np.random.default_rng(0)
     batches = [make_batch([[samples[i]] for i in rs.choice(len(samples), B, replace=False)], T) for _ in range(4)]
     if not quiet:
         print(f"{preset}: batch {B} x {T} split over 1 ... {n_max} {jax.devices()[0].platform} devices")
-    rows = scaling(cfg, batches, n_max, steps, quiet)
+    step_s = {}
+    for n in device_counts(n_max):
+        mesh = make_mesh({"data": n, "fsdp": 1}, jax.devices()[:n])
+        step_s[n] = bench_jax_steps(cfg, batches, steps, mesh=mesh)[1]
+    rows = scaling_rows(step_s)
+    if not quiet:
+        for r in rows:
+            print(f"  {r['devices']} device(s): {r['step_ms']:8.1f} ms/step  speed-up {r['speedup']:.2f}x  "
+                  f"efficiency {r['efficiency']:.0%}")
     return {"mode": "devices", "config": preset, "batch": [B, T], "platform": jax.devices()[0].platform,
             "date": time.strftime("%Y-%m-%d"), "jax": jax.__version__, "scaling": rows}
 

@@ -130,14 +130,15 @@ def use_compile_cache(directory: Path | None) -> None:
     """Point JAX's persistent compilation cache at `directory` (None: off), caching every
     program however quick it was to compile (the small ones add up at start-up). Set through
     the environment, read when JAX is imported, and through jax.config if it already is."""
-    settings = {"jax_compilation_cache_dir": str(directory) if directory else None,
-                "jax_persistent_cache_min_compile_time_secs": 0.0,
-                "jax_persistent_cache_min_entry_size_bytes": 0}
-    if directory is None:
-        os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
-        settings = {"jax_compilation_cache_dir": None}
-    else:
-        for name, value in settings.items():
+    settings = {"jax_compilation_cache_dir": None}
+    if directory is not None:
+        settings = {"jax_compilation_cache_dir": str(directory),
+                    "jax_persistent_cache_min_compile_time_secs": 0.0,
+                    "jax_persistent_cache_min_entry_size_bytes": 0}
+    for name, value in settings.items():
+        if value is None:
+            os.environ.pop(name.upper(), None)
+        else:
             os.environ[name.upper()] = str(value)
     if "jax" in sys.modules:
         import jax

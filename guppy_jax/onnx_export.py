@@ -140,13 +140,8 @@ def metadata(cfg: ModelConfig, out: Path) -> dict:
 
 def check_target(run_dir, out, force: bool) -> None:
     """Never write into a run directory, nor over earlier exported files unless `force`."""
-    out = Path(out)
-    if out.resolve() == Path(run_dir).resolve() or (out / "checkpoints").exists() or (out / "best").exists():
-        raise OnnxExportError(f"{out} is a run directory: export somewhere else")
-    existing = [name for name in EXPORT_FILES if (out / name).exists()]
-    if existing and not force:
-        raise OnnxExportError(f"{out} already holds {', '.join(existing)}: choose another --out, or pass "
-                              f"--force to overwrite them")
+    from .weight_files import check_export_target
+    check_export_target(run_dir, out, EXPORT_FILES, force, error=OnnxExportError)
 
 
 def export_params(params, cfg: ModelConfig, tokenizer_json, out, int8: bool = True) -> dict:

@@ -220,16 +220,17 @@ def import_run(src, out, tokenizer=None, force: bool = False) -> Path:
     return out
 
 
-def check_export_target(run_dir, out, fmt: str, force: bool) -> None:
-    """Never write an export into a run directory, nor over earlier files unless `force`."""
+def check_export_target(run_dir, out, files, force: bool, error=WeightFileError) -> None:
+    """Never write an export into a run directory, nor over earlier `files` in `out` unless
+    `force` (raises `error`: the caller's exception type)."""
     out = Path(out)
     if out.resolve() == Path(run_dir).resolve() or (out / "checkpoints").exists() or (out / "best").exists():
-        raise WeightFileError(f"{out} is a run directory: exporting into it would overwrite its config.json; "
-                              f"choose another --out")
-    existing = [name for name in (FORMATS[fmt], *SIDE_FILES) if (out / name).exists()]
+        raise error(f"{out} is a run directory: exporting into it would overwrite its files; "
+                    f"choose another --out")
+    existing = [name for name in files if (out / name).exists()]
     if existing and not force:
-        raise WeightFileError(f"{out} already holds {', '.join(existing)}: choose another --out, or pass "
-                              f"--force to overwrite them")
+        raise error(f"{out} already holds {', '.join(existing)}: choose another --out, or pass "
+                    f"--force to overwrite them")
 
 
 def export_run(run_dir, out, fmt: str = "safetensors", force: bool = False) -> Path:
@@ -241,7 +242,7 @@ def export_run(run_dir, out, fmt: str = "safetensors", force: bool = False) -> P
     from .convert_weights import params_to_state_dict
     if fmt not in FORMATS:
         raise WeightFileError(f"unknown weight format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    check_export_target(run_dir, out, fmt, force)
+    check_export_target(run_dir, out, (FORMATS[fmt], *SIDE_FILES), force)
     cfg, params, tok = load_for_inference(run_dir)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,6 @@ and tokenizers only: no JAX is imported.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -19,16 +18,17 @@ import torch
 
 from guppy_jax.config import ModelConfig
 from guppy_jax.tokenizer import decode, encode, format_prompt, load_tokenizer
+from guppy_jax.weight_files import FORMATS, WeightFileError, read_weights
 from reference_torch.model import GuppyLM, generate, generate_cached
 
 
 def load_export(model_dir: Path) -> tuple[GuppyLM, ModelConfig]:
-    cfg = ModelConfig.from_dict(json.loads((model_dir / "config.json").read_text()))
-    if (model_dir / "model.safetensors").exists():
-        from safetensors.torch import load_file
-        state = load_file(model_dir / "model.safetensors")
-    else:
-        state = torch.load(model_dir / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    """reference_torch's GuppyLM from an export, read by guppy_jax.weight_files (which reads
+    pickles weights-only and needs no JAX)."""
+    path = next((model_dir / name for name in FORMATS.values() if (model_dir / name).exists()),
+                model_dir / FORMATS["safetensors"])
+    state, cfg, _ = read_weights(path)
+    state = {key: torch.as_tensor(value) for key, value in state.items()}
     state.setdefault("lm_head.weight", state["tok_emb.weight"])  # tied: one tensor, two names
     model = GuppyLM(cfg)
     model.load_state_dict(state, strict=True)
@@ -50,7 +50,11 @@ def main(argv=None) -> int:
         print(f"error: {model_dir} holds no config.json: export a run first (python -m guppy_jax.convert "
               f"export --run-dir RUN --out {model_dir})", file=sys.stderr)
         return 2
-    model, cfg = load_export(model_dir)
+    try:
+        model, cfg = load_export(model_dir)
+    except WeightFileError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     tok = load_tokenizer(model_dir / "tokenizer.json")
     ids = encode(tok, format_prompt(args.prompt))[-(cfg.max_seq_len - 1):]
     sampler = generate_cached if args.cached else generate
