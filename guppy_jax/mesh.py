@@ -14,6 +14,9 @@ tokens, whatever the number of devices).
 `jax.make_mesh` in jax 0.10 gives explicit axis types by default, under which Linen's
 `Embed` fails to trace; the `Mesh` constructor used here gives automatic (GSPMD) axes in
 every jax version this project supports.
+
+With many processes (guppy_jax/distributed.py) the mesh spans the devices of all of them;
+nothing else here changes.
 """
 from __future__ import annotations
 
@@ -59,7 +62,9 @@ def make_mesh(shape: dict[str, int], devices=None) -> Mesh:
 
 def describe(mesh: Mesh) -> str:
     first = mesh.devices.flat[0]
-    return (f"{mesh.devices.size} {first.platform} device{'s' if mesh.devices.size > 1 else ''}, mesh "
+    processes = len({d.process_index for d in mesh.devices.flat})
+    return (f"{mesh.devices.size} {first.platform} device{'s' if mesh.devices.size > 1 else ''}"
+            + (f" in {processes} processes" if processes > 1 else "") + ", mesh "
             + " x ".join(f"{name}={size}" for name, size in mesh.shape.items()))
 
 
@@ -95,10 +100,18 @@ def leaf_sharding(mesh: Mesh, shape: tuple) -> NamedSharding:
 
 
 def place_state(state, mesh: Mesh):
-    """The TrainState's arrays (params, optimizer moments, counters) put on the mesh."""
+    """The TrainState's arrays (params, optimizer moments, counters) put on the mesh. With
+    many processes each one builds the same state (same seed) and keeps its own part."""
+    many = jax.process_count() > 1
     return jax.tree_util.tree_map(
-        lambda x: jax.device_put(x, leaf_sharding(mesh, np.shape(x))) if isinstance(x, jax.Array) else x, state)
+        lambda x: jax.device_put(np.asarray(x) if many else x, leaf_sharding(mesh, np.shape(x)))
+        if isinstance(x, jax.Array) else x, state)
 
 
 def place_batch(batch: dict, mesh: Mesh, stacked: bool = False) -> dict:
+    """The batch's rows split over the mesh; with many processes each copies only the rows
+    its own devices hold (distributed.global_batch)."""
+    if jax.process_count() > 1:
+        from .distributed import global_batch
+        return global_batch(batch, batch_sharding(mesh, stacked))
     return jax.device_put(batch, batch_sharding(mesh, stacked))

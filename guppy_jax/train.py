@@ -4,6 +4,9 @@ With no arguments it picks a preset for the machine (guppy-9m on a GPU, cpu othe
 prepares the Guppy data and tokenizer if they are missing, trains with a progress bar,
 evaluates, checkpoints, draws the loss curve and lets the fish answer a few prompts.
 `--resume` continues a run from its latest checkpoint, bit for bit; Ctrl-C saves first.
+With several devices it trains data parallel on all of them (--mesh to choose); with
+--coordinator/--num-processes/--process-id, one such command per machine trains as one
+run (see README, "Scaling out").
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ def build_parser():
     parser.add_argument("--mesh", metavar="SPEC",
                         help="how to use the devices JAX sees, as data=N,fsdp=M (default: data parallel over "
                              "all of them; fsdp > 1 also splits params and optimizer state)")
+    add_distributed_flags(parser)
     parser.add_argument("--no-preallocate", action="store_true",
                         help="GPU: allocate memory as needed instead of grabbing 75%% up front")
     cli.add_quiet(parser)
@@ -39,6 +43,26 @@ def build_parser():
     cli.add_config_fields(parser, OptimConfig)
     cli.add_config_fields(parser, ModelConfig, skip=("pad_id", "bos_id", "eos_id"))
     return parser
+
+
+def add_distributed_flags(parser) -> None:
+    group = parser.add_argument_group("many machines (jax.distributed; run the same command once per process)")
+    group.add_argument("--coordinator", metavar="HOST:PORT",
+                       help="process 0's address, the same in every process (env JAX_COORDINATOR_ADDRESS)")
+    group.add_argument("--num-processes", type=int, metavar="N", help="how many processes (env JAX_NUM_PROCESSES)")
+    group.add_argument("--process-id", type=int, metavar="I",
+                       help="this process's number, 0 .. N-1; process 0 writes the logs (env JAX_PROCESS_ID)")
+    group.add_argument("--distributed", action="store_true",
+                       help="join a multi-process run on a cluster JAX detects by itself (SLURM, Open MPI, "
+                            "Kubernetes, Cloud TPU), filling what the flags above leave out")
+
+
+def join_processes(args) -> None:
+    """jax.distributed.initialize when the flags or environment ask for many processes."""
+    from .distributed import initialize, settings
+    how = settings(args.coordinator, args.num_processes, args.process_id, auto=args.distributed)
+    if how is not None:
+        initialize(how)
 
 
 def resolve_config(args, backend: str) -> tuple[str, TrainConfig, str]:
@@ -62,11 +86,15 @@ def main(argv=None) -> int:
     if args.no_preallocate:
         os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"  # read when the backend starts
     import jax
+    from .distributed import DistributedError, JoinError, is_main
     try:
+        join_processes(args)  # before anything starts JAX's backend
         preset, cfg, note = resolve_config(args, jax.default_backend())
-    except (ConfigError, TypeError) as err:
+    except (ConfigError, TypeError, DistributedError) as err:
         return cli.error(err, cli.EXIT_USAGE)
-    if note and not args.quiet:
+    except JoinError as err:
+        return cli.error(err, cli.EXIT_FAILED)
+    if note and not args.quiet and is_main():
         print(note)
     try:
         summary = train(cfg, args.run_dir, args.data_dir, args.resume, preset, args.stop_after, args.quiet,

@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -36,6 +37,7 @@ from .cli import DEFAULT_DATA
 from .config import TrainConfig
 from .data import DataError, mean_eval_loss, non_pad_share, stack_batches
 from .datadir import TrainingData, load_for_training
+from .distributed import any_process, barrier, is_main, to_host
 from .memory import check_train_fits, is_out_of_memory
 from .mesh import Mesh, MeshError, check_batch, describe, make_mesh, mesh_shape, place_batch, place_state
 from .model import GuppyLM, init_params
@@ -79,10 +81,12 @@ class LoopState:
 
 class MetricsLog:
     """metrics.jsonl, one JSON record a line. On resume, lines past the checkpoint's step
-    are dropped: those steps are trained again."""
+    are dropped: those steps are trained again. Only process 0 writes it (`enabled`)."""
 
-    def __init__(self, path: Path, keep_until_step: int | None = None):
-        kept, self.notes = [], []
+    def __init__(self, path: Path, keep_until_step: int | None = None, enabled: bool = True):
+        kept, self.notes, self.file = [], [], None
+        if not enabled:
+            return
         if keep_until_step is not None and path.exists():
             for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
                 step = self._step(line)
@@ -101,11 +105,13 @@ class MetricsLog:
             return None
 
     def write(self, record: dict) -> None:
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        if self.file is not None:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
 
 
 class Throughput:
@@ -163,7 +169,9 @@ def check_run_dir(cfg: TrainConfig, out: Path, resume: bool, force: bool = False
         if not force:
             raise TrainError(f"{out} already holds checkpoints: pass --resume to continue that run, "
                              f"--force to delete it and start over, or choose another --run-dir")
-        clear_run(out)
+        if is_main():
+            clear_run(out)
+    barrier("run directory checked")
 
 
 def make_writable_dir(out: Path) -> None:
@@ -188,11 +196,12 @@ def restore(ckpts: RunCheckpoints, loop: LoopState, data: TrainingData, out: Pat
     """Continue from the newest readable checkpoint, or from step 0 when the run stopped
     before its first complete save."""
     if not holds_checkpoints(out):
-        print(f"note: {out} has no complete checkpoint yet (the run stopped before its first save): "
-              f"starting from step 0", file=sys.stderr)
+        if is_main():
+            print(f"note: {out} has no complete checkpoint yet (the run stopped before its first save): "
+                  f"starting from step 0", file=sys.stderr)
         return
     loop.state, meta = ckpts.restore(loop.state)
-    for note in ckpts.notes:
+    for note in ckpts.notes if is_main() else ():
         print(f"note: {note}", file=sys.stderr)
     data.train.seek(meta["data_position"])
     loop.best_eval = meta.get("best_eval", math.inf)
@@ -207,6 +216,19 @@ def open_mesh(cfg: TrainConfig, mesh_spec: str | None) -> Mesh:
     return mesh
 
 
+def open_data(cfg: TrainConfig, data_dir, quiet: bool) -> TrainingData:
+    """The batches; with many processes, process 0 prepares missing data before the others read."""
+    if not is_main():
+        barrier("data prepared")
+    try:
+        data = load_for_training(cfg, data_dir, quiet)
+    except DataError as err:
+        raise TrainError(str(err)) from None
+    if is_main():
+        barrier("data prepared")
+    return data
+
+
 def open_run(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False, preset: str = "custom",
              quiet: bool = False, force: bool = False, mesh_spec: str | None = None) -> tuple[Run, LoopState]:
     """Check the run directory, load the data, create the TrainState on the mesh (restored,
@@ -214,14 +236,12 @@ def open_run(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False,
     out = Path(out)
     mesh = open_mesh(cfg, mesh_spec)
     check_run_dir(cfg, out, resume, force)
-    try:
-        data = load_for_training(cfg, data_dir, quiet)
-    except DataError as err:
-        raise TrainError(str(err)) from None
+    data = open_data(cfg, data_dir, quiet)
     check_train_fits(cfg.model, cfg.batch_size, data.report["seq_len"], jax.devices()[0])
     if resume:
         check_same_tokenizer(out, data_dir)
-    write_run_config(out, cfg, preset, Path(data_dir) / "tokenizer.json", copy_tokenizer=not resume)
+    if is_main():
+        write_run_config(out, cfg, preset, Path(data_dir) / "tokenizer.json", copy_tokenizer=not resume)
     dtype = compute_dtype(cfg.dtype)
     root = jax.random.key(cfg.seed)
     scaler = LossScale.create() if needs_loss_scaling(cfg.dtype) else None
@@ -233,7 +253,7 @@ def open_run(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False,
         restore(ckpts, loop, data, out)
     start_step = int(loop.state.step)
     loop.last_good_step = start_step
-    metrics = MetricsLog(out / "metrics.jsonl", keep_until_step=start_step if resume else None)
+    metrics = MetricsLog(out / "metrics.jsonl", keep_until_step=start_step if resume else None, enabled=is_main())
     for note in metrics.notes:
         print(f"note: {note}", file=sys.stderr)
     run = Run(cfg, out, preset, data, ckpts, metrics, make_train_step(cfg.steps_per_call),
@@ -288,7 +308,7 @@ def run_loop(run: Run, loop: LoopState, end_step: int, stop: StopOnSignal, bar, 
     cfg, k = run.cfg, run.cfg.steps_per_call
     meter = Throughput()
     for step in range(run.start_step, end_step, k):
-        if stop.requested:
+        if any_process(stop.requested):  # every process stops at the same step
             loop.status = "interrupted"
             break
         chunk = [next(run.data.train) for _ in range(k)]
@@ -331,9 +351,11 @@ def finish(run: Run, loop: LoopState, started: float) -> dict:
                "compiles": {"train_step": run.step_fn._cache_size(), "eval_step": run.eval_fn._cache_size()},
                "non_pad_share": loop.non_pad_share, "params": run.cfg.model.num_params(),
                "backend": jax.default_backend(), "dtype": run.cfg.dtype, "devices": int(run.mesh.devices.size),
-               "mesh": dict(run.mesh.shape), **run.data.report}
+               "processes": jax.process_count(), "mesh": dict(run.mesh.shape), **run.data.report}
     if loop.state.loss_scale is not None and loop.status in ("finished", "interrupted"):
         summary.update(loss_scale=float(loop.state.loss_scale.scale), skipped_steps=int(loop.state.loss_scale.skipped))
+    if not is_main():
+        return summary
     try:
         (run.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         plot_losses(run.out / "metrics.jsonl", run.out / "loss_curve.png")
@@ -343,9 +365,13 @@ def finish(run: Run, loop: LoopState, started: float) -> dict:
 
 
 def print_samples(cfg: TrainConfig, params, tok) -> None:
-    """The fish answers a few prompts with the weights it has now."""
+    """The fish answers a few prompts with the weights it has now (in process 0; every
+    process takes part in gathering the weights)."""
     from .generate import default_answer_len, generate
     from .tokenizer import decode, encode, format_prompt
+    params = to_host(params)
+    if not is_main():
+        return
     prompts = [encode(tok, format_prompt(p)) for p in SAMPLE_PROMPTS]
     answers = generate(cfg.model, params, prompts, jax.random.key(cfg.seed),
                        max_new_tokens=default_answer_len(cfg.model))
@@ -376,18 +402,21 @@ def train(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False, pr
     k = cfg.steps_per_call
     if stop_after is not None and (stop_after <= 0 or stop_after % k):
         raise TrainError(f"--stop-after ({stop_after}) must be a positive multiple of steps_per_call ({k})")
+    asked_quiet, quiet = quiet, quiet or not is_main()  # with many processes, process 0 speaks for all
     dtype, why = resolve(cfg.dtype, jax.devices()[0])
     if not quiet:
         print(f"precision: {dtype} ({why})", flush=True)
     cfg = cfg.replace(dtype=dtype)  # the run stores what it computes in
-    make_writable_dir(Path(out))
-    with RunLock(out), StopOnSignal(quiet) as stop:
+    if is_main():
+        make_writable_dir(Path(out))
+    barrier("run directory made")
+    with RunLock(out) if is_main() else nullcontext(), StopOnSignal(quiet) as stop:
         run, loop = open_run(cfg, out, data_dir, resume, preset, quiet, force, mesh)
         summary = train_and_finish(run, loop, stop_after, stop, quiet, started)
-    if loop.status == "interrupted":
+    if loop.status == "interrupted" and is_main():
         print(f"interrupted: saved step {summary['step']} to {run.out / 'checkpoints'}; "
               f"continue with --resume", flush=True)
-    if show_samples and not quiet and loop.status == "finished":
+    if show_samples and not asked_quiet and loop.status == "finished":  # every process gathers the weights
         try:
             print_samples(cfg, loop.state.params, run.data.tok)
         except KeyboardInterrupt:
