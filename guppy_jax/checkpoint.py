@@ -32,7 +32,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from .config import ModelConfig, TrainConfig
+from .config import TrainConfig
 
 RUN_FILES = ("config.json", "tokenizer.json", "metrics.jsonl", "summary.json", "loss_curve.png")
 CHECKPOINT_DIRS = ("checkpoints", "best", "unreadable")

@@ -8,7 +8,6 @@ wall time of each framework) into --out. Needs the `torch` extra.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 

@@ -8,7 +8,6 @@ the eval loss and perplexity on the held-out conversations.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from . import cli

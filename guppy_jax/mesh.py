@@ -105,7 +105,7 @@ def place_state(state, mesh: Mesh):
     many = jax.process_count() > 1
     return jax.tree_util.tree_map(
         lambda x: jax.device_put(np.asarray(x) if many else x, leaf_sharding(mesh, np.shape(x)))
-        if isinstance(x, jax.Array) else x, state)
+        if isinstance(x, (jax.Array, np.ndarray)) else x, state)
 
 
 def place_batch(batch: dict, mesh: Mesh, stacked: bool = False) -> dict:

@@ -11,7 +11,6 @@ run (see README, "Scaling out").
 from __future__ import annotations
 
 import os
-import sys
 
 from . import cli
 from .config import PRESETS, ConfigError, ModelConfig, OptimConfig, TrainConfig

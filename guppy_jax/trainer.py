@@ -23,12 +23,11 @@ import sys
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from .checkpoint import (CheckpointSaveError, RunCheckpoints, RunLock, clear_run, config_differences,

@@ -23,6 +23,7 @@ def test_no_settings_means_one_process_and_flags_win_over_the_environment():
     env = {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "JAX_NUM_PROCESSES": "4", "JAX_PROCESS_ID": "3"}
     assert settings(environ=env) == Settings("10.0.0.1:1234", 4, 3)
     assert settings("localhost:99", 2, 1, environ=env) == Settings("localhost:99", 2, 1)
+    assert settings(auto=True, environ={}) == Settings(None, None, None)  # --distributed: JAX detects the rest
 
 
 @pytest.mark.parametrize("given, message", [

@@ -108,3 +108,19 @@ def test_train_says_how_many_devices_and_which_mesh_and_refuses_a_bad_split(tmp_
                           str(tmp_path / "b"), "--data-dir", str(data_dir)], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1 and "batch size 8 does not split over the 3 devices" in bad.stderr, bad.stderr
+
+
+def test_place_state_puts_numpy_leaves_on_the_mesh_too():
+    """A state built from numpy weights (as from a converted checkpoint) must not keep host
+    arrays: the first step's output would then be placed differently, and the step compile twice."""
+    from guppy_jax.config import PRESETS, OptimConfig
+    from guppy_jax.mesh import place_state
+    from guppy_jax.model import init_params
+    from guppy_jax.steps import create_state
+    cfg = PRESETS["tiny"].model
+    host = jax.device_get(init_params(cfg, jax.random.key(0)))
+    state = place_state(create_state(cfg, OptimConfig(), host), make_mesh({"data": 1, "fsdp": 1}))
+    leaves = jax.tree_util.tree_leaves(state)
+    assert leaves and all(isinstance(x, jax.Array) and isinstance(x.sharding, jax.sharding.NamedSharding)
+                          for x in leaves if isinstance(x, (jax.Array, np.ndarray)))
+    assert not any(type(x) is np.ndarray for x in leaves)
