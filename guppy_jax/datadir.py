@@ -19,7 +19,8 @@ from .cli import DEFAULT_DATA, DEFAULT_PERSONA
 from .data import Batches, DataError, encode_texts, load_texts, pack_rows, padded_row_len
 from .memory import check_prepare_fits
 from .persona import generate, load_persona, split, summarize, write_jsonl
-from .tokenizer import MAX_VOCAB, MIN_VOCAB, format_chat, load_tokenizer, train_tokenizer
+from .tokenizer import (MAX_VOCAB, MIN_VOCAB, format_chat, load_tokenizer, lowercase_loses_nothing,
+                        train_tokenizer)
 
 DATA_FILES = ("train.jsonl", "eval.jsonl", "tokenizer.json")
 
@@ -51,12 +52,13 @@ def prepare(persona_path=DEFAULT_PERSONA, out=DEFAULT_DATA, samples: int = 60_00
     write_jsonl(out / "train.jsonl", train)
     write_jsonl(out / "eval.jsonl", held_out)
     train_texts = [format_chat(r["input"], r["output"]) for r in train]
-    tok = train_tokenizer(train_texts, vocab_size)
+    lowercase = lowercase_loses_nothing(train_texts)
+    tok = train_tokenizer(train_texts, vocab_size, lowercase=lowercase)
     tok.save(str(out / "tokenizer.json"))
     summary = summarize(records)
     encoded = encode_texts(tok, train_texts, 128)
     summary.update(persona=persona.name, seed=seed, train=len(train), eval=len(held_out),
-                   vocab_used=tok.get_vocab_size(), vocab_size=vocab_size,
+                   vocab_used=tok.get_vocab_size(), vocab_size=vocab_size, reads_lowercase=lowercase,
                    fill_at_128=fill_shares(encoded.samples), truncated_at_128=encoded.truncated)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
     if not quiet:
@@ -69,8 +71,9 @@ def print_summary(summary: dict, out: Path, seconds: float) -> None:
     print(f"persona {summary['persona']!r}: {summary['samples']} samples over {summary['topics']} topics "
           f"({min(counts)}-{max(counts)} each), {summary['unique_share']:.1%} unique outputs")
     fill = summary["fill_at_128"]
+    reads = ", reads input lowercased" if summary["reads_lowercase"] else ""
     print(f"  train {summary['train']}, eval {summary['eval']}; tokenizer: {summary['vocab_used']} of "
-          f"{summary['vocab_size']} ids used; real tokens in 128-token rows: {fill['padded']:.1%} one "
+          f"{summary['vocab_size']} ids used{reads}; real tokens in 128-token rows: {fill['padded']:.1%} one "
           f"conversation per row, {fill['packed']:.1%} packed")
     print(f"  written to {out} in {seconds:.1f}s")
 

@@ -24,7 +24,7 @@ import numpy as np
 from .data import DataError, encode_texts, read_jsonl, record_text
 from .datadir import fill_shares
 from .persona import write_jsonl
-from .tokenizer import MAX_VOCAB, MIN_VOCAB, train_tokenizer
+from .tokenizer import MAX_VOCAB, MIN_VOCAB, lowercase_loses_nothing, train_tokenizer
 
 EVAL_NAMES = ("eval.jsonl", "validation.jsonl", "valid.jsonl", "test.jsonl")
 OUTPUT_FILES = ("train.jsonl", "eval.jsonl", "tokenizer.json", "summary.json")
@@ -115,7 +115,8 @@ def prepare_from(source, out, seed: int = 42, vocab_size: int = 4096, eval_fract
         eval_records, eval_texts = [records[i] for i in eval_idx], [texts[i] for i in eval_idx]
         records, texts = [records[i] for i in train_idx], [texts[i] for i in train_idx]
         how = f"{eval_fraction:.0%} held out (seed {seed})"
-    tok = train_tokenizer(texts, vocab_size)
+    lowercase = lowercase_loses_nothing(texts)
+    tok = train_tokenizer(texts, vocab_size, lowercase=lowercase)
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(out / "train.jsonl", records)
     write_jsonl(out / "eval.jsonl", eval_records)
@@ -126,7 +127,7 @@ def prepare_from(source, out, seed: int = 42, vocab_size: int = 4096, eval_fract
                "eval_split": how, "seed": seed, "max_seq_len": max_len,
                "train": token_stats(tok, texts, max_len), "eval": token_stats(tok, eval_texts, max_len),
                "per_category": dict(sorted(Counter(str(r.get("category", "")) for r in records).items())),
-               "vocab_used": used, "vocab_size": vocab_size, "train_vocab_size": vocab_to_train(used),
+               "vocab_used": used, "vocab_size": vocab_size, "reads_lowercase": lowercase, "train_vocab_size": vocab_to_train(used),
                "fill_at_max_seq_len": fill_shares(encode_texts(tok, texts, max_len).samples, max_len)}
     summary["train_command"] = (f"python -m guppy_jax.train --data-dir {out} --vocab-size "
                                 f"{summary['train_vocab_size']}" + ("" if max_len == 128 else f" --max-seq-len {max_len}"))
@@ -149,6 +150,8 @@ def print_report(summary: dict, out: Path, seconds: float) -> None:
           f"{train['mean']:.1f}")
     print(f"  {cut} samples longer than the context length ({summary['max_seq_len']} tokens) will be "
           f"truncated" + (" (keeping their start)" if cut else ""))
-    print(f"  tokenizer: {summary['vocab_used']} ids used (cap {summary['vocab_size']}); written to {out} "
-          f"in {seconds:.1f}s")
+    reads = ("reads input lowercased: every answer is lowercase" if summary["reads_lowercase"] else
+             "keeps capitals: the answers use them")
+    print(f"  tokenizer: {summary['vocab_used']} ids used (cap {summary['vocab_size']}), {reads}; written to "
+          f"{out} in {seconds:.1f}s")
     print(f"  train with: {summary['train_command']}")

@@ -2,13 +2,20 @@
 
 Special ids are fixed: <pad>=0, <|im_start|>=1, <|im_end|>=2. A sample is
 "<|im_start|>user\\n{input}<|im_end|>\\n<|im_start|>assistant\\n{output}<|im_end|>".
+
+A tokenizer trained for a character that writes only lowercase also *reads* lowercase (a
+`Lowercase` normalizer): "Hi GUPPY!" then gives the ids of "hi guppy!", so the model never
+has to learn that capital letters, which byte-level BPE splits into other and more tokens,
+mean the same words. Lowercasing loses nothing such a character must write
+(`lowercase_loses_nothing`); for data whose answers use capitals it is left off.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Iterable
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 PAD, IM_START, IM_END = "<pad>", "<|im_start|>", "<|im_end|>"
 SPECIALS = (PAD, IM_START, IM_END)  # ids 0, 1, 2, in this order
@@ -29,8 +36,30 @@ def format_prompt(user: str) -> str:
     return format_turn("user", user) + f"\n{IM_START}assistant\n"
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096, min_frequency: int = 2) -> Tokenizer:
+_ASSISTANT = re.compile(re.escape(IM_START) + r"assistant\n(.*?)(?:" + re.escape(IM_END) + "|$)", re.S)
+
+
+def lowercase_loses_nothing(texts: Iterable[str]) -> bool:
+    """True when every assistant turn of `texts` (the whole text where there is none) is
+    already lowercase: a tokenizer that lowercases what it reads can still write all of it."""
+    for text in texts:
+        parts = _ASSISTANT.findall(text) or [text]
+        if any(part != part.lower() for part in parts):
+            return False
+    return True
+
+
+def reads_lowercase(tok: Tokenizer) -> bool:
+    return isinstance(tok.normalizer, normalizers.Lowercase)
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 4096, min_frequency: int = 2,
+                    lowercase: bool = False) -> Tokenizer:
+    """Byte-level BPE with the fixed special ids; `lowercase`: the tokenizer lowercases what
+    it reads (see the module docstring)."""
     tok = Tokenizer(models.BPE())
+    if lowercase:
+        tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,

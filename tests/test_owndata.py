@@ -9,7 +9,7 @@ from guppy_jax.config import PRESETS
 from guppy_jax.data import DataError
 from guppy_jax.datadir import load_for_training
 from guppy_jax.owndata import find_sources, hold_out, prepare_from
-from guppy_jax.tokenizer import format_chat, load_tokenizer
+from guppy_jax.tokenizer import format_chat, load_tokenizer, reads_lowercase
 
 ASKS = ["hello there", "are you hungry", "what do you see", "is the water warm", "do you sleep",
         "who is your friend", "what is that noise", "do you like the plant"]
@@ -53,6 +53,16 @@ def test_the_originals_text_files_train_and_eval_as_given(tmp_path):
     tok = load_tokenizer(tmp_path / "out" / "tokenizer.json")
     ids = tok.encode(original_text_records(conversations(1))[0]["text"]).ids
     assert ids[0] == 1 and ids[-1] == 2  # the ChatML markers are the special tokens, not text
+    assert summary["reads_lowercase"] and reads_lowercase(tok)  # every answer here is lowercase
+
+
+def test_answers_with_capitals_keep_a_tokenizer_that_reads_capitals(tmp_path):
+    rows = [{"input": q, "output": a.capitalize(), "category": c} for q, a, c in conversations(40)]
+    write_jsonl(tmp_path / "mine.jsonl", rows)
+    summary = prepare_from(tmp_path / "mine.jsonl", tmp_path / "out", quiet=True)
+    tok = load_tokenizer(tmp_path / "out" / "tokenizer.json")
+    assert not summary["reads_lowercase"] and not reads_lowercase(tok)
+    assert tok.decode(tok.encode(format_chat("Hi", rows[0]["output"])).ids).endswith(rows[0]["output"])
 
 
 def test_the_published_input_output_layout_with_test_and_validation_files(tmp_path):

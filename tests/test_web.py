@@ -15,7 +15,7 @@ import pytest
 from guppy_jax import web
 from guppy_jax.chat import Chatter
 from guppy_jax.generate import default_answer_len, generate
-from guppy_jax.tokenizer import encode, format_prompt, load_tokenizer
+from guppy_jax.tokenizer import encode, format_prompt, load_tokenizer, reads_lowercase
 from guppy_jax.web_site import SiteError, check_site_target, library_sources
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -129,6 +129,7 @@ def test_the_page_loads_the_model(page):
 
 def test_the_page_tokenizer_gives_pythons_ids(page, trained):
     tok = load_tokenizer(trained.run_dir / "tokenizer.json")
+    assert reads_lowercase(tok)  # so the page must lowercase "What IS the Meaning Of LIFE" too
     for text in STRINGS:
         got = call(page, f"window.guppy.encode({json.dumps(text)})")
         assert got == encode(tok, text), f"{text[:40]!r}: page {got} != python {encode(tok, text)}"
