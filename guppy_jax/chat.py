@@ -36,6 +36,7 @@ class Chatter:
         import jax
 
         from .checkpoint import load_for_inference
+        from .exported import sampler
         from .generate import check_sampling, default_answer_len
         check_sampling(temperature, top_k, top_p)
         self.notes: list[str] = []  # checkpoints skipped as unreadable
@@ -47,6 +48,7 @@ class Chatter:
         self.sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens)
         self.prompt_len = self.cfg.max_seq_len - max_new_tokens
         self.key, self.turn = jax.random.key(seed), 0
+        self.sampler = sampler(self.cfg, 1, self.prompt_len, max_new_tokens)  # from its saved export when cached
 
     def answer(self, message: str) -> tuple[str, str | None]:
         """(answer, notice or None). A prompt longer than the context is cut from the left."""
@@ -60,7 +62,7 @@ class Chatter:
             notice = (f"(your message is {len(ids)} tokens with the chat template; only its last "
                       f"{self.prompt_len} fit the {self.cfg.max_seq_len}-token context)")
         out = generate(self.cfg, self.params, [ids], jax.random.fold_in(self.key, self.turn),
-                       prompt_len=self.prompt_len, **self.sampling)[0]
+                       prompt_len=self.prompt_len, sampler=self.sampler, **self.sampling)[0]
         self.turn += 1
         return decode(self.tok, out).strip(), notice
 

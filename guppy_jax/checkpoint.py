@@ -33,6 +33,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from .config import TrainConfig
+from .distributed import barrier
 
 RUN_FILES = ("config.json", "tokenizer.json", "metrics.jsonl", "summary.json", "loss_curve.png")
 CHECKPOINT_DIRS = ("checkpoints", "best", "unreadable")
@@ -210,10 +211,12 @@ class RunCheckpoints:
         that step again is possible and nothing is deleted."""
         if self.read_only:
             return
-        aside = self.run_dir / "unreadable" / f"{Path(manager.directory).name}-{step}"
-        aside.parent.mkdir(exist_ok=True)
-        shutil.rmtree(aside, ignore_errors=True)
-        shutil.move(str(Path(manager.directory) / str(step)), aside)
+        if jax.process_index() == 0:  # with many processes, one moves it and the others wait
+            aside = self.run_dir / "unreadable" / f"{Path(manager.directory).name}-{step}"
+            aside.parent.mkdir(exist_ok=True)
+            shutil.rmtree(aside, ignore_errors=True)
+            shutil.move(str(Path(manager.directory) / str(step)), aside)
+        barrier("unreadable checkpoint set aside")
         manager.reload()
 
     def restore(self, state, step=None, best: bool = False):
@@ -284,7 +287,7 @@ def load_for_inference(run_dir, best: bool = True, notes: list | None = None):
     """(ModelConfig, params, tokenizer) from a run directory: its best-eval checkpoint if
     there is one, else its latest readable one. Reads the weights only and writes nothing.
     Fallbacks taken are appended to `notes` when given."""
-    from .model import abstract_params
+    from .convert_weights import abstract_params
     from .tokenizer import load_tokenizer
 
     run_dir = Path(run_dir)

@@ -39,6 +39,21 @@ def key_map(cfg: ModelConfig) -> list[tuple[str, tuple[str, ...], bool, tuple[in
     return rows
 
 
+def abstract_params(cfg: ModelConfig) -> dict:
+    """The Flax params pytree's shapes and dtypes (jax.ShapeDtypeStruct leaves), computing
+    nothing: what a checkpoint restore needs to know. Read off key_map rather than by tracing
+    init (jax.eval_shape), which costs a start-up ~0.2 s and needs Flax;
+    tests/test_model.py checks that the two agree."""
+    import jax
+    tree: dict = {}
+    for _, path, transposed, torch_shape in key_map(cfg):
+        node = tree
+        for name in path[:-1]:
+            node = node.setdefault(name, {})
+        node[path[-1]] = jax.ShapeDtypeStruct(torch_shape[::-1] if transposed else torch_shape, np.float32)
+    return tree
+
+
 def _as_numpy(value) -> np.ndarray:
     """A float32 numpy copy: never a view of the caller's buffer (tensor.numpy() shares
     memory, so an in-place torch update would otherwise change the converted params)."""

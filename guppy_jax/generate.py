@@ -18,7 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from .config import ModelConfig
-from .model import GuppyLM
+
+# GuppyLM (and with it Flax) is imported where a sampler is traced, not here: a chat whose
+# sampler is read back from its export (exported.py) never needs Flax.
 
 
 def default_answer_len(cfg: ModelConfig) -> int:
@@ -98,6 +100,7 @@ def sample_logits(logits_BV, rng, temperature, top_k, top_p):
 
 def init_cache(cfg: ModelConfig, batch_size: int):
     """An all-zero cache for `batch_size` rows of `cfg.max_seq_len` slots."""
+    from .model import GuppyLM
     shapes = jax.eval_shape(
         lambda: GuppyLM(cfg).init(jax.random.key(0), jnp.zeros((batch_size, 1), jnp.int32),
                                   jnp.zeros((batch_size, 1), jnp.int32), decode=True)["cache"])
@@ -111,6 +114,7 @@ def generate_cached(params, tokens_BT, positions_BT, segment_ids_BT, rng, temper
 
     Rows that emit eos stop (eos included in their count); later slots hold pad_id.
     """
+    from .model import GuppyLM
     B, P = tokens_BT.shape
     if P + max_new_tokens > cfg.max_seq_len:
         raise ValueError(f"prompt_len {P} + max_new_tokens {max_new_tokens} exceeds the "
@@ -146,17 +150,19 @@ def generate_cached(params, tokens_BT, positions_BT, segment_ids_BT, rng, temper
 
 
 def generate(cfg: ModelConfig, params, prompts: list[list[int]], rng=None, *, max_new_tokens=64,
-             temperature=0.7, top_k=50, top_p=1.0, prompt_len=None) -> list[list[int]]:
+             temperature=0.7, top_k=50, top_p=1.0, prompt_len=None, sampler=None) -> list[list[int]]:
     """Sample continuations of several prompts; returns each row's new tokens, up to and
-    including eos. prompt_len defaults to the context left after max_new_tokens."""
+    including eos. prompt_len defaults to the context left after max_new_tokens. `sampler`:
+    generate_cached for these shapes in another form (exported.sampler), or None for it."""
     prompt_len = prompt_len or cfg.max_seq_len - max_new_tokens
     if prompt_len < 1:
         raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the "
                          f"{cfg.max_seq_len}-token context")
     tokens, positions, segments = left_pad(prompts, prompt_len, cfg.pad_id)
     rng = jax.random.key(0) if rng is None else rng
-    out, counts = generate_cached(params, tokens, positions, segments, rng, temperature, top_k, top_p,
-                                  cfg=cfg, max_new_tokens=max_new_tokens)
+    if sampler is None:
+        sampler = partial(generate_cached, cfg=cfg, max_new_tokens=max_new_tokens)
+    out, counts = sampler(params, tokens, positions, segments, rng, temperature, top_k, top_p)
     out, counts = np.asarray(out), np.asarray(counts)
     return [out[b, :counts[b]].tolist() for b in range(len(prompts))]
 
@@ -167,6 +173,7 @@ def greedy_uncached(cfg: ModelConfig, params, prompt: list[int], max_new_tokens:
     The window is right-padded to max_seq_len so that one compilation serves every length;
     causal attention keeps the padding from reaching the real positions.
     """
+    from .model import GuppyLM
     forward = jax.jit(lambda p, t: GuppyLM(cfg).apply({"params": p}, t))
     ids = list(prompt)
     for _ in range(max_new_tokens):

@@ -169,21 +169,6 @@ def init_params(cfg: ModelConfig, rng: jax.Array) -> dict:
     return GuppyLM(cfg).init(rng, dummy_BT)["params"]
 
 
-def abstract_params(cfg: ModelConfig) -> dict:
-    """The params pytree's shapes and dtypes (jax.ShapeDtypeStruct leaves), computing nothing:
-    what a checkpoint restore needs to know. Read off convert_weights.key_map, the one table of
-    every tensor, rather than by tracing init (jax.eval_shape), which costs a start-up ~0.2 s;
-    tests/test_model.py checks that the two agree."""
-    from .convert_weights import key_map
-    tree: dict = {}
-    for _, path, transposed, torch_shape in key_map(cfg):
-        node = tree
-        for name in path[:-1]:
-            node = node.setdefault(name, {})
-        node[path[-1]] = jax.ShapeDtypeStruct(torch_shape[::-1] if transposed else torch_shape, jnp.float32)
-    return tree
-
-
 def forward_with_intermediates(cfg: ModelConfig, params: dict, tokens_BT, dtype=jnp.float32, **kwargs):
     """Logits plus every layer's attention probs, attention output and block output.
 

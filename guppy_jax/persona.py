@@ -5,7 +5,8 @@ table of named word lists, and `[[topics]]`, each with `name`, `prompts` and
 `responses`; optional `tails` are second sentences appended to a response with
 probability `tail_probability` (default 0.5); `user_variation` (default 0) is the share of
 user prompts rewritten the way people type them (capitals, end marks, a typo: see
-`guppy_jax.writing`), so a model also understands "Hi Guppy!". A `{slot}` in a prompt or
+`guppy_jax.writing`), so a model also understands "Hi Guppy!", and `user_typos` (default 0)
+the share given one more small typo (a letter swapped, dropped or doubled). A `{slot}` in a prompt or
 response draws from the pool of that name. A
 slot used in the prompt keeps its value in the response ("do you know {human_thing}"
 -> "i do not know {human_thing}"); other response slots draw afresh each time.
@@ -20,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from .writing import vary
+from .writing import typo, vary
 
 SLOT = re.compile(r"\{(\w+)\}")
 
@@ -46,6 +47,7 @@ class Persona:
     tails: tuple[str, ...] = ()  # optional second sentences, appended with tail_probability
     tail_probability: float = 0.0
     user_variation: float = 0.0  # share of user prompts rewritten as people type (guppy_jax.writing)
+    user_typos: float = 0.0      # share of user prompts given one more small typo
 
 
 def _strings(value, where: str) -> tuple[str, ...]:
@@ -100,8 +102,9 @@ def parse_persona(raw: dict, source: str = "persona") -> Persona:
         _check_slots(template, pools, f"{source}: tail {template!r}")
     chance = _probability(raw, "tail_probability", 0.5 if tails else 0.0, source)
     variation = _probability(raw, "user_variation", 0.0, source)
+    typos = _probability(raw, "user_typos", 0.0, source)
     return Persona(raw["name"], raw.get("assistant", raw["name"]), raw.get("description", ""),
-                   pools, tuple(topics), tails, chance, variation)
+                   pools, tuple(topics), tails, chance, variation, typos)
 
 
 def _probability(raw: dict, key: str, default: float, source: str) -> float:
@@ -144,6 +147,8 @@ def generate(persona: Persona, n: int, seed: int) -> list[dict]:
         user = _fill(prompt, persona.pools, bound, rng)
         if persona.user_variation and rng.random() < persona.user_variation:
             user = vary(user, rng, names=(persona.assistant,))
+        if persona.user_typos and rng.random() < persona.user_typos:
+            user = typo(user, rng)
         records.append({"input": user, "output": output, "category": topic.name})
     return records
 

@@ -13,6 +13,9 @@ What survives what: Ctrl-C, SIGTERM and SIGHUP stop the loop between calls and s
 second signal during the save waits for it); the run directory is locked against a second
 writer; a resume falls back to the newest readable checkpoint; a failed save (disk full)
 keeps the previous checkpoint and says so in one line.
+
+With many processes (guppy_jax/distributed.py) every process runs all of this; process 0
+alone prepares data, holds the lock, writes the logs and prints.
 """
 from __future__ import annotations
 

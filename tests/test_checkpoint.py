@@ -7,7 +7,8 @@ import pytest
 from guppy_jax.checkpoint import (CheckpointError, RunCheckpoints, config_differences, load_for_inference,
                                   read_run_config)
 from guppy_jax.config import PRESETS
-from guppy_jax.model import abstract_params, init_params
+from guppy_jax.convert_weights import abstract_params
+from guppy_jax.model import init_params
 from guppy_jax.steps import create_state
 
 TINY = PRESETS["tiny"]

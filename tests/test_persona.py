@@ -51,7 +51,7 @@ def test_every_template_renders_without_leftover_slots():
 
 
 def test_prompt_slot_value_carries_into_response():
-    as_written = parse_persona({**RAW_GUPPY, "user_variation": 0})  # no capitals or typos in the way
+    as_written = parse_persona({**RAW_GUPPY, "user_variation": 0, "user_typos": 0})  # no capitals or typos in the way
     for r in generate(as_written, 3000, seed=2):
         if r["category"] == "human things" and r["output"].startswith("i do not know "):
             thing = r["output"][len("i do not know "):].split(".")[0]
@@ -101,6 +101,16 @@ def test_user_prompts_are_written_as_people_type_and_answers_stay_lowercase():
     assert all(r["output"] == r["output"].lower() for r in records)
     plain = generate(parse_persona({**RAW_GUPPY, "user_variation": 0}), 600, seed=5)
     assert all(r["input"] == bare(r["input"]) for r in plain)  # nothing varied at 0
+
+
+def test_user_typos_give_that_share_of_prompts_one_small_slip():
+    one_prompt = {**BASE, "topics": [{"name": "ask", "prompts": ["do you like bubbles"], "responses": ["yes"]}]}
+    for share in (0.0, 0.3, 1.0):
+        inputs = [r["input"] for r in generate(parse_persona({**one_prompt, "user_typos": share}), 2000, seed=1)]
+        slipped = [i for i in inputs if i != "do you like bubbles"]
+        assert abs(len(slipped) / len(inputs) - share) < 0.04, (share, len(slipped))
+        for i in slipped:  # one letter swapped, dropped or doubled in one word of 4+ letters
+            assert abs(len(i) - len("do you like bubbles")) <= 1 and set(i) <= set("do you like bubbles"), i
 
 
 @pytest.mark.parametrize("value", [-0.1, 1.5, "half", True])
