@@ -13,7 +13,8 @@ prompt shapes, the answer length, jax's version, the backend, and the source of
 generate.py and model.py (a changed sampler never runs from an old file). With the
 compilation cache off, nothing is read or written (the plain jitted sampler runs), and a
 file that cannot be read is rebuilt. The price is paid once: the first chat on a new run
-exports the sampler and then compiles it, about 0.3 s more than compiling it alone.
+exports the sampler, then lowers a wrapper around the export and compiles it, 0.3-0.8 s
+more than tracing and compiling the sampler alone (BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -51,8 +52,8 @@ def artifact_path(cfg, batch: int, prompt_len: int, max_new_tokens: int) -> Path
 
 def _export(cfg, batch: int, prompt_len: int, max_new_tokens: int):
     """Trace and lower generate_cached for these shapes (the slow path, taken once)."""
-    from .generate import generate_cached
     from .convert_weights import abstract_params
+    from .generate import generate_cached
 
     def run(params, tokens_BT, positions_BT, segment_ids_BT, key_data, temperature, top_k, top_p):
         return generate_cached(params, tokens_BT, positions_BT, segment_ids_BT, jax.random.wrap_key_data(key_data),

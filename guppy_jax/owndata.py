@@ -127,7 +127,8 @@ def prepare_from(source, out, seed: int = 42, vocab_size: int = 4096, eval_fract
                "eval_split": how, "seed": seed, "max_seq_len": max_len,
                "train": token_stats(tok, texts, max_len), "eval": token_stats(tok, eval_texts, max_len),
                "per_category": dict(sorted(Counter(str(r.get("category", "")) for r in records).items())),
-               "vocab_used": used, "vocab_size": vocab_size, "reads_lowercase": lowercase, "train_vocab_size": vocab_to_train(used),
+               "vocab_used": used, "vocab_size": vocab_size, "reads_lowercase": lowercase,
+               "train_vocab_size": vocab_to_train(used),
                "fill_at_max_seq_len": fill_shares(encode_texts(tok, texts, max_len).samples, max_len)}
     summary["train_command"] = (f"python -m guppy_jax.train --data-dir {out} --vocab-size "
                                 f"{summary['train_vocab_size']}" + ("" if max_len == 128 else f" --max-seq-len {max_len}"))

@@ -6,10 +6,10 @@ table of named word lists, and `[[topics]]`, each with `name`, `prompts` and
 probability `tail_probability` (default 0.5); `user_variation` (default 0) is the share of
 user prompts rewritten the way people type them (capitals, end marks, a typo: see
 `guppy_jax.writing`), so a model also understands "Hi Guppy!", and `user_typos` (default 0)
-the share given one more small typo (a letter swapped, dropped or doubled). A `{slot}` in a prompt or
-response draws from the pool of that name. A
-slot used in the prompt keeps its value in the response ("do you know {human_thing}"
--> "i do not know {human_thing}"); other response slots draw afresh each time.
+the share given one more small typo (a letter swapped, dropped or doubled). A `{slot}` in a
+prompt or response draws from the pool of that name. A slot used in the prompt keeps its
+value in the response ("do you know {human_thing}" -> "i do not know {human_thing}"); other
+response slots draw afresh each time.
 """
 from __future__ import annotations
 
