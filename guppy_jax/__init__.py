@@ -1,3 +1,11 @@
 """guppy-jax: GuppyLM, a tiny fish-talking transformer, in JAX/Flax beside a PyTorch reference."""
 
 __version__ = "0.1.0"
+
+# The sources the sampler is built from, as this process first saw them: guppy_jax/exported.py
+# saves a traced sampler only while the files on disk still match (see its docstring).
+import hashlib as _hashlib  # noqa: E402
+from pathlib import Path as _Path  # noqa: E402
+
+SOURCES_AT_IMPORT = {name: _hashlib.sha256((_Path(__file__).parent / name).read_bytes()).hexdigest()
+                     for name in ("generate.py", "model.py", "config.py")}

@@ -26,6 +26,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import jax
@@ -33,7 +34,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from .config import TrainConfig
-from .distributed import barrier
+from .distributed import any_process, barrier
 
 RUN_FILES = ("config.json", "tokenizer.json", "metrics.jsonl", "summary.json", "loss_curve.png")
 CHECKPOINT_DIRS = ("checkpoints", "best", "unreadable")
@@ -48,12 +49,15 @@ class CheckpointSaveError(CheckpointError):
 
 
 def _manager(directory: Path, keep: int, read_only: bool = False) -> ocp.CheckpointManager:
+    # with many processes, the periodic and best managers save the same step through barriers
+    # that older orbax names by step alone: a prefix keeps the two managers' barriers apart
+    apart = ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=directory.name)
     if read_only:  # inference: never create, clean or write anything
         options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0,
-                                               enable_async_checkpointing=False)
+                                               enable_async_checkpointing=False, multiprocessing_options=apart)
     else:
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True,
-                                               enable_async_checkpointing=False)
+                                               enable_async_checkpointing=False, multiprocessing_options=apart)
     return ocp.CheckpointManager(directory.resolve(), options=options)
 
 
@@ -159,6 +163,9 @@ class RunCheckpoints:
         self.saved.add((kind, step))
 
     def _failed_save(self, manager, step: int, err: Exception) -> str:
+        # the writes that were abandoned leave coroutines that Python reports, whenever they are
+        # collected, as "never awaited": noise after the one line that says what happened
+        warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
         try:  # let the writer threads that are still running give up first
             manager.wait_until_finished()
         except Exception:
@@ -184,10 +191,12 @@ class RunCheckpoints:
         failures = []
         for manager, step in candidates:
             try:
-                got = manager.restore(step, args=items)
+                got, failure = manager.restore(step, args=items), None
                 self._check_finite(got.get("params"))
             except Exception as err:  # a truncated array, damaged JSON, a config that does not fit
-                failures.append((manager, step, _reason(err)))
+                failure = err
+            if any_process(failure is not None):  # with many processes, all skip it or none does
+                failures.append((manager, step, _reason(failure) if failure else "unreadable in another process"))
                 continue
             for bad_manager, bad_step, why in failures:
                 self.notes.append(f"{bad_manager.directory / str(bad_step)} is unreadable ({why}); "
@@ -201,8 +210,11 @@ class RunCheckpoints:
 
     @staticmethod
     def _check_finite(params) -> None:
+        def finite(leaf) -> bool:  # the parts this process holds (all of it, with one process)
+            parts = [s.data for s in leaf.addressable_shards] if isinstance(leaf, jax.Array) else [leaf]
+            return all(np.isfinite(np.asarray(part)).all() for part in parts)
         bad = [jax.tree_util.keystr(path) for path, leaf in jax.tree_util.tree_leaves_with_path(params or {})
-               if not np.isfinite(np.asarray(leaf)).all()]
+               if not finite(leaf)]
         if bad:
             raise ValueError(f"the weights hold NaN or inf values ({', '.join(bad[:3])})")
 

@@ -52,7 +52,7 @@ def prepare(persona_path=DEFAULT_PERSONA, out=DEFAULT_DATA, samples: int = 60_00
     write_jsonl(out / "train.jsonl", train)
     write_jsonl(out / "eval.jsonl", held_out)
     train_texts = [format_chat(r["input"], r["output"]) for r in train]
-    lowercase = lowercase_loses_nothing(train_texts)
+    lowercase = lowercase_loses_nothing(train_texts + [format_chat(r["input"], r["output"]) for r in held_out])
     tok = train_tokenizer(train_texts, vocab_size, lowercase=lowercase)
     tok.save(str(out / "tokenizer.json"))
     summary = summarize(records)

@@ -13,8 +13,12 @@ cross-process sums go over gloo, which the jaxlib wheel has). Who does what:
                     metrics.jsonl, summary.json, the loss curve, prints the progress bar
                     and the samples
 
-A stop (Ctrl-C, SIGTERM) on any process stops all of them at the same step (`any_process`),
-so that they all save the same checkpoint.
+A stop (Ctrl-C, SIGTERM) on any process stops all of them at the same step (`any_process`,
+one small all-gather per call), so that they all save the same checkpoint. A step that can
+fail in one process alone (a missing data directory, a locked run) is run `together`: if it
+fails anywhere, every process stops with an error instead of waiting for the one that gave
+up. Every process must read the same data: a digest of the tokenizer and of the first
+batches is compared across processes at the start (`same_everywhere`).
 
 Settings come from flags or the environment, flags first:
 
@@ -27,6 +31,7 @@ alone lets `jax.distributed.initialize` find the rest.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 
@@ -34,7 +39,7 @@ import jax
 import numpy as np
 
 __all__ = ["DistributedError", "JoinError", "Settings", "settings", "initialize", "is_main", "process_count", "barrier",
-           "any_process", "global_batch", "to_host"]
+           "any_process", "together", "same_everywhere", "global_batch", "to_host"]
 
 ENV = {"coordinator": "JAX_COORDINATOR_ADDRESS", "num_processes": "JAX_NUM_PROCESSES",
        "process_id": "JAX_PROCESS_ID"}
@@ -95,14 +100,18 @@ def settings(coordinator=None, num_processes=None, process_id=None, auto: bool =
 
 def initialize(how: Settings, timeout_s: int = 120) -> None:
     """Join the other processes (before anything starts a JAX backend). Waits up to
-    `timeout_s` for all of them to arrive at the coordinator."""
+    `timeout_s` for all of them to arrive at the coordinator. On CPU the cross-process sums
+    go over gloo (older jax versions default to none)."""
+    if "JAX_CPU_COLLECTIVES_IMPLEMENTATION" not in os.environ:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
         jax.distributed.initialize(how.coordinator, how.num_processes, how.process_id,
                                    initialization_timeout=timeout_s)
-    except Exception as err:  # a coordinator that never answers, a port in use, ...
+    except Exception as err:  # a coordinator that never answers, a port in use, no cluster found...
         text = " ".join(str(err).split())[:300]
-        raise JoinError(f"could not join the other processes at {how.coordinator} as process "
-                               f"{how.process_id} of {how.num_processes}: {text}") from None
+        where = (f"at {how.coordinator} as process {how.process_id} of {how.num_processes}" if how.coordinator
+                 else "through JAX's cluster detection (--distributed; pass the three flags if there is no cluster)")
+        raise JoinError(f"could not join the other processes {where}: {text}") from None
 
 
 def process_count() -> int:
@@ -127,6 +136,33 @@ def any_process(flag: bool) -> bool:
         return flag
     from jax.experimental import multihost_utils
     return bool(np.any(multihost_utils.process_allgather(np.array(flag))))
+
+
+def together(what: str, step) -> object:
+    """Run `step()` in every process (a step for process 0 alone returns early elsewhere),
+    then agree: when it failed anywhere, every process raises, so none is left waiting at
+    the next collective for one that gave up. Returns what `step` returned."""
+    try:
+        result, failure = step(), None
+    except Exception as err:
+        result, failure = None, err
+    if any_process(failure is not None):
+        if failure is not None:
+            raise failure
+        raise DistributedError(f"another process failed to {what} (its own output says why)")
+    return result
+
+
+def same_everywhere(fingerprint: bytes, what: str) -> None:
+    """Raise in every process unless all of them hold the same `fingerprint` (a digest)."""
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+    mine = np.frombuffer(hashlib.sha256(fingerprint).digest()[:16], np.uint32)
+    every = np.asarray(multihost_utils.process_allgather(mine)).reshape(jax.process_count(), -1)
+    if not (every == every[0]).all():
+        raise DistributedError(f"the processes do not all have the same {what}: give every process the "
+                               f"same files (a shared path, or identical copies)")
 
 
 def global_batch(batch: dict, sharding) -> dict:

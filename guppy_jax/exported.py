@@ -9,27 +9,41 @@ is needed before the first token.
 
 The file lives beside the compilation cache (`<jax_compilation_cache_dir>/guppy-exported/`),
 named by a hash of everything the program depends on: the model config, the batch and
-prompt shapes, the answer length, jax's version, the backend, and the source of
-generate.py and model.py (a changed sampler never runs from an old file). With the
+prompt shapes, the answer length, the versions of jax, jaxlib and flax, the backend, the
+random-number and matmul settings, and the source of generate.py, model.py and config.py (a
+changed sampler never runs from an old file; a process whose loaded sources are older than
+the files on disk, such as a notebook after `git pull`, uses its export but does not save it).
+An export that its arguments do not fit is rebuilt. With the
 compilation cache off, nothing is read or written (the plain jitted sampler runs), and a
 file that cannot be read is rebuilt. The price is paid once: the first chat on a new run
-exports the sampler, then lowers a wrapper around the export and compiles it, 0.3-0.8 s
-more than tracing and compiling the sampler alone (BENCHMARKS.md).
+exports the sampler, then lowers a wrapper around the export and compiles it, 0.7-0.8 s
+more than tracing and compiling the sampler alone in BENCHMARKS.md's run.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 from dataclasses import asdict
+from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
 import jax
 import numpy as np
+from jax import export  # a submodule that older jax versions do not import with `jax`
+
+from . import SOURCES_AT_IMPORT
 
 __all__ = ["sampler", "artifact_path"]
-SOURCES = ("generate.py", "model.py")
+SOURCES = ("generate.py", "model.py", "config.py")
+SETTINGS = ("jax_enable_x64", "jax_default_prng_impl", "jax_threefry_partitionable", "jax_default_matmul_precision")
+
+
+def source_digests() -> list[str]:
+    here = Path(__file__).parent
+    return [hashlib.sha256((here / name).read_bytes()).hexdigest() for name in SOURCES]
 
 
 def cache_root() -> Path | None:
@@ -42,10 +56,10 @@ def artifact_path(cfg, batch: int, prompt_len: int, max_new_tokens: int) -> Path
     root = cache_root()
     if root is None:
         return None
-    here = Path(__file__).parent
-    recipe = json.dumps({"cfg": asdict(cfg), "shape": [batch, prompt_len, max_new_tokens], "jax": jax.__version__,
-                         "backend": jax.default_backend(), "x64": jax.config.jax_enable_x64,
-                         "source": [hashlib.sha256((here / name).read_bytes()).hexdigest() for name in SOURCES]},
+    versions = {name: metadata.version(name) for name in ("jax", "jaxlib", "flax")}
+    settings = {name: str(getattr(jax.config, name, None)) for name in SETTINGS}
+    recipe = json.dumps({"cfg": asdict(cfg), "shape": [batch, prompt_len, max_new_tokens], "versions": versions,
+                         "backend": jax.default_backend(), "settings": settings, "source": source_digests()},
                         sort_keys=True)
     return root / f"sampler-{hashlib.sha256(recipe.encode()).hexdigest()[:24]}.bin"
 
@@ -62,20 +76,27 @@ def _export(cfg, batch: int, prompt_len: int, max_new_tokens: int):
     rows = jax.ShapeDtypeStruct((batch, prompt_len), np.int32)
     key = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))
     scalar = lambda dtype: jax.ShapeDtypeStruct((), dtype)  # noqa: E731
-    return jax.export.export(jax.jit(run))(abstract_params(cfg), rows, rows, rows, key, scalar(np.float32),
+    return export.export(jax.jit(run))(abstract_params(cfg), rows, rows, rows, key, scalar(np.float32),
                                            scalar(np.int32), scalar(np.float32))
+
+
+def can_serialize() -> bool:
+    """jax.export writes its files with flatbuffers, which jax itself does not require."""
+    return importlib.util.find_spec("flatbuffers") is not None
 
 
 def _load(path: Path | None):
     if path is None or not path.exists():
         return None
     try:
-        return jax.export.deserialize(bytearray(path.read_bytes()))
+        return export.deserialize(bytearray(path.read_bytes()))
     except Exception:  # damaged, or written by another jax: rebuild it
         return None
 
 
 def _save(exported, path: Path) -> None:
+    if [SOURCES_AT_IMPORT.get(name) for name in SOURCES] != source_digests():
+        return  # this process runs older code than the files now say: do not file it under their name
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".{os.getpid()}.tmp")
@@ -91,17 +112,26 @@ def sampler(cfg, batch: int, prompt_len: int, max_new_tokens: int) -> Callable:
     read from its artifact when there is one, else exported and saved; with the compilation
     cache off, the plain jitted sampler."""
     path = artifact_path(cfg, batch, prompt_len, max_new_tokens)
-    if path is None:  # no cache: exporting would only add work to this one start
+    if path is None or not can_serialize():  # no cache: exporting would only add work to this start
         from functools import partial
 
         from .generate import generate_cached
         return partial(generate_cached, cfg=cfg, max_new_tokens=max_new_tokens)
-    exported = _load(path)
-    if exported is None:
-        exported = _export(cfg, batch, prompt_len, max_new_tokens)
-        _save(exported, path)
+    loaded = _load(path)
+    current = {"exported": loaded or _export(cfg, batch, prompt_len, max_new_tokens), "fresh": loaded is None}
+    if loaded is None:
+        _save(current["exported"], path)
 
     def call(params, tokens_BT, positions_BT, segment_ids_BT, rng, temperature, top_k, top_p):
-        return exported.call(params, tokens_BT, positions_BT, segment_ids_BT, jax.random.key_data(rng),
-                             np.float32(temperature), np.int32(top_k), np.float32(top_p))
+        args = (params, tokens_BT, positions_BT, segment_ids_BT, jax.random.key_data(rng),
+                np.float32(temperature), np.int32(top_k), np.float32(top_p))
+        try:
+            return current["exported"].call(*args)
+        except Exception:
+            if current["fresh"]:
+                raise
+            # a file its arguments do not fit (shapes or dtypes it was not made for): make it again
+            current.update(exported=_export(cfg, batch, prompt_len, max_new_tokens), fresh=True)
+            _save(current["exported"], path)
+            return current["exported"].call(*args)
     return call

@@ -115,7 +115,7 @@ def prepare_from(source, out, seed: int = 42, vocab_size: int = 4096, eval_fract
         eval_records, eval_texts = [records[i] for i in eval_idx], [texts[i] for i in eval_idx]
         records, texts = [records[i] for i in train_idx], [texts[i] for i in train_idx]
         how = f"{eval_fraction:.0%} held out (seed {seed})"
-    lowercase = lowercase_loses_nothing(texts)
+    lowercase = lowercase_loses_nothing(texts + eval_texts)  # a capital in an eval answer counts too
     tok = train_tokenizer(texts, vocab_size, lowercase=lowercase)
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(out / "train.jsonl", records)

@@ -25,7 +25,7 @@ import signal
 import sys
 import threading
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -39,7 +39,7 @@ from .cli import DEFAULT_DATA
 from .config import TrainConfig
 from .data import DataError, mean_eval_loss, non_pad_share, stack_batches
 from .datadir import TrainingData, load_for_training
-from .distributed import any_process, barrier, is_main, to_host
+from .distributed import any_process, barrier, is_main, same_everywhere, to_host, together
 from .memory import check_train_fits, is_out_of_memory
 from .mesh import Mesh, MeshError, check_batch, describe, make_mesh, mesh_shape, place_batch, place_state
 from .model import GuppyLM, init_params
@@ -171,9 +171,8 @@ def check_run_dir(cfg: TrainConfig, out: Path, resume: bool, force: bool = False
         if not force:
             raise TrainError(f"{out} already holds checkpoints: pass --resume to continue that run, "
                              f"--force to delete it and start over, or choose another --run-dir")
-        if is_main():
-            clear_run(out)
-    barrier("run directory checked")
+        barrier("run directory checked")  # every process has looked before process 0 clears it
+        together("clear the run directory", lambda: is_main() and clear_run(out))
 
 
 def make_writable_dir(out: Path) -> None:
@@ -184,6 +183,12 @@ def make_writable_dir(out: Path) -> None:
         probe.unlink()
     except OSError as err:
         raise TrainError(f"cannot write to the output directory {out}: {err.strerror or err}") from None
+
+
+def locked_run_dir(out) -> RunLock:
+    """The run directory, made and checked writable, and its lock (process 0's to hold)."""
+    make_writable_dir(Path(out))
+    return RunLock(out)
 
 
 def check_same_tokenizer(out: Path, data_dir) -> None:
@@ -219,15 +224,19 @@ def open_mesh(cfg: TrainConfig, mesh_spec: str | None) -> Mesh:
 
 
 def open_data(cfg: TrainConfig, data_dir, quiet: bool) -> TrainingData:
-    """The batches; with many processes, process 0 prepares missing data before the others read."""
-    if not is_main():
-        barrier("data prepared")
-    try:
-        data = load_for_training(cfg, data_dir, quiet)
-    except DataError as err:
-        raise TrainError(str(err)) from None
-    if is_main():
-        barrier("data prepared")
+    """The batches. With many processes, process 0 loads first (preparing missing data),
+    then the others, and all of them check that they read the same data."""
+    def load():
+        try:
+            return load_for_training(cfg, data_dir, quiet)
+        except DataError as err:
+            raise TrainError(str(err)) from None
+    first = together("load the data", lambda: load() if is_main() else None)
+    rest = together("load the data", lambda: None if is_main() else load())
+    data = first if is_main() else rest
+    samples = data.train.samples
+    same_everywhere(data.tok.to_str().encode() + repr((data.report, samples[::max(1, len(samples) // 997)])).encode(),
+                    "training data (tokenizer, samples)")
     return data
 
 
@@ -239,11 +248,12 @@ def open_run(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False,
     mesh = open_mesh(cfg, mesh_spec)
     check_run_dir(cfg, out, resume, force)
     data = open_data(cfg, data_dir, quiet)
-    check_train_fits(cfg.model, cfg.batch_size, data.report["seq_len"], jax.devices()[0])
+    together("fit in memory", lambda: check_train_fits(cfg.model, cfg.batch_size, data.report["seq_len"],
+                                                        jax.local_devices()[0]))
     if resume:
         check_same_tokenizer(out, data_dir)
-    if is_main():
-        write_run_config(out, cfg, preset, Path(data_dir) / "tokenizer.json", copy_tokenizer=not resume)
+    together("write config.json", lambda: is_main() and write_run_config(
+        out, cfg, preset, Path(data_dir) / "tokenizer.json", copy_tokenizer=not resume))
     dtype = compute_dtype(cfg.dtype)
     root = jax.random.key(cfg.seed)
     scaler = LossScale.create() if needs_loss_scaling(cfg.dtype) else None
@@ -409,10 +419,8 @@ def train(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False, pr
     if not quiet:
         print(f"precision: {dtype} ({why})", flush=True)
     cfg = cfg.replace(dtype=dtype)  # the run stores what it computes in
-    if is_main():
-        make_writable_dir(Path(out))
-    barrier("run directory made")
-    with RunLock(out) if is_main() else nullcontext(), StopOnSignal(quiet) as stop:
+    with ExitStack() as held, StopOnSignal(quiet) as stop:
+        together("open the run directory", lambda: is_main() and held.enter_context(locked_run_dir(out)))
         run, loop = open_run(cfg, out, data_dir, resume, preset, quiet, force, mesh)
         summary = train_and_finish(run, loop, stop_after, stop, quiet, started)
     if loop.status == "interrupted" and is_main():

@@ -136,6 +136,24 @@ def test_a_two_process_checkpoint_resumes_on_two_processes_and_on_one(two_proces
         assert diff <= limit, f"{run_dir.name}: params {diff:.2e} from the uninterrupted two-process run"
 
 
+def test_a_failure_in_process_0_stops_every_process_with_an_error(tmp_path):
+    """A missing data directory fails in process 0 first: the other process must not wait
+    for it at the next collective, but stop too and say why."""
+    run_dir, port = tmp_path / "r", free_port()
+    base = [sys.executable, "-m", "guppy_jax.train", "--preset", "tiny", "--run-dir", str(run_dir), "--data-dir",
+            str(tmp_path / "no-such-data"), "--quiet", "--coordinator", f"localhost:{port}", "--num-processes", "2"]
+    procs = [subprocess.Popen(base + ["--process-id", str(i)], cwd=REPO, env=env_with(1), text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
+    try:
+        outs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [1, 1], [err[-800:] for _, err in outs]
+    assert "no-such-data" in outs[0][1]
+    assert "another process failed to load the data" in outs[1][1], outs[1][1][-800:]
+
+
 def test_a_signal_to_one_process_stops_both_at_the_same_step_with_a_checkpoint(tmp_path, data_dir):
     run_dir, port = tmp_path / "r", free_port()
     base = [sys.executable, "-m", "guppy_jax.train", "--preset", "tiny", "--run-dir", str(run_dir), "--data-dir",

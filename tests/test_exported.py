@@ -92,3 +92,27 @@ def test_a_warm_chat_answers_without_importing_flax(trained, tmp_path):
     assert runs[0].stdout.splitlines()[-1] == "flax imported: True"  # the first chat traced the sampler
     assert runs[1].stdout.splitlines() == [runs[0].stdout.splitlines()[0], "flax imported: False"]
     assert list((tmp_path / "cache" / "guppy-exported").glob("sampler-*.bin"))
+
+
+def test_a_process_running_older_code_than_the_files_uses_its_export_but_does_not_save_it(cache, params, monkeypatch):
+    monkeypatch.setitem(exported.SOURCES_AT_IMPORT, "generate.py", "a digest of an older generate.py")
+    sample = exported.sampler(CFG, len(PROMPTS), CFG.max_seq_len - 16, 16)
+    assert answers(params, sample, 0.0) == answers(params, None, 0.0)
+    assert not list(cache.glob("sampler-*.bin"))
+
+
+def test_an_export_its_arguments_do_not_fit_is_made_again(cache, params):
+    exported.sampler(CFG, 1, CFG.max_seq_len - 16, 16)  # an export for one row...
+    one_row = next(cache.glob("sampler-*.bin"))
+    two_rows = exported.artifact_path(CFG, len(PROMPTS), CFG.max_seq_len - 16, 16)
+    two_rows.write_bytes(one_row.read_bytes())  # ...filed under the name of two rows
+    sample = exported.sampler(CFG, len(PROMPTS), CFG.max_seq_len - 16, 16)
+    assert answers(params, sample, 0.0) == answers(params, None, 0.0)
+    assert two_rows.read_bytes() != one_row.read_bytes()
+
+
+def test_without_flatbuffers_the_plain_sampler_runs_and_nothing_is_written(cache, params, monkeypatch):
+    monkeypatch.setattr(exported, "can_serialize", lambda: False)
+    sample = exported.sampler(CFG, len(PROMPTS), CFG.max_seq_len - 16, 16)
+    assert answers(params, sample, 0.0) == answers(params, None, 0.0)
+    assert not cache.exists()
