@@ -37,7 +37,7 @@ from jax import export  # a submodule that older jax versions do not import with
 from . import SOURCES_AT_IMPORT
 
 __all__ = ["sampler", "artifact_path"]
-SOURCES = ("generate.py", "model.py", "config.py")
+SOURCES = tuple(SOURCES_AT_IMPORT)  # generate.py, model.py, config.py: named once, in __init__.py
 SETTINGS = ("jax_enable_x64", "jax_default_prng_impl", "jax_threefry_partitionable", "jax_default_matmul_precision")
 
 
