@@ -6,7 +6,7 @@ import numpy as np
 from guppy_jax.config import PARITY_MODELS
 from guppy_jax.convert_weights import abstract_params
 from guppy_jax.generate import init_cache
-from guppy_jax.model import GuppyLM, forward_with_intermediates, init_params
+from guppy_jax.model import GuppyLM, forward_with_intermediates, grad_fence, init_params
 
 CFG = PARITY_MODELS["micro"]
 
@@ -45,3 +45,15 @@ def test_intermediates_are_named_like_the_reference():
     assert probs.shape == (2, CFG.n_heads, 8, 8)
     np.testing.assert_allclose(np.asarray(probs.sum(-1)), 1.0, rtol=1e-5)
     assert float(jnp.triu(probs, k=1).max()) == 0.0  # causal
+
+
+def test_grad_fence_changes_no_number_and_puts_a_barrier_on_the_gradient():
+    x = jax.random.normal(jax.random.key(3), (2, 5, 8))
+    fenced = lambda x: (jnp.tanh(grad_fence(x)) ** 2 * x).sum()
+    plain = lambda x: (jnp.tanh(x) ** 2 * x).sum()
+    assert float(fenced(x)) == float(plain(x))
+    # equal up to rounding: XLA may order the fused arithmetic differently on either side
+    np.testing.assert_allclose(jax.jit(jax.grad(fenced))(x), jax.jit(jax.grad(plain))(x), rtol=1e-6, atol=1e-7)
+    backward = str(jax.make_jaxpr(jax.grad(fenced))(x))  # the tests run on CPU
+    assert "optimization_barrier" in backward
+    assert "optimization_barrier" not in str(jax.make_jaxpr(fenced)(x))
