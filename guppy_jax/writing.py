@@ -36,7 +36,8 @@ def shout(text: str, end: str = "!") -> str:
 
 def typo(text: str, rng: random.Random | None = None) -> str:
     """One small slip in one word of 4+ letters: two letters swapped, one dropped or one
-    doubled. Without `rng`, the same slip every time: the longest word's 2nd and 3rd
+    doubled. A slip comes with a keystroke, so a word is picked in proportion to its
+    length. Without `rng`, the same slip every time: the longest word's 2nd and 3rd
     letters swapped ("purpose" -> "prupose")."""
     words = [m for m in _WORD.finditer(text) if len(m.group()) >= 4]
     if not words:
@@ -44,7 +45,8 @@ def typo(text: str, rng: random.Random | None = None) -> str:
     if rng is None:
         word, kind, at = max(words, key=lambda m: len(m.group())), "swap", 1
     else:
-        word, kind = rng.choice(words), rng.choice(("swap", "drop", "double"))
+        word = rng.choices(words, weights=[len(m.group()) for m in words])[0]
+        kind = rng.choice(("swap", "drop", "double"))
         at = rng.randrange(1, len(word.group()) - 2)
     w = word.group()
     if kind == "swap" and w[at] == w[at + 1]:

@@ -41,6 +41,12 @@ def test_a_typo_changes_one_word_by_one_slip():
     assert typo("WHERE IS IT") == "WEHRE IS IT" and typo("LOOK AT THAT") == "LOK AT THAT"  # capitals too
 
 
+def test_a_longer_word_slips_more_often():
+    rng = random.Random(1)
+    slipped_long = sum(typo("fish aquarium", rng).split()[1] != "aquarium" for _ in range(2000))
+    assert 0.62 < slipped_long / 2000 < 0.72  # 8 letters of 12: two thirds (one half if picked evenly)
+
+
 def test_vary_keeps_the_words_and_is_seeded():
     def texts(seed):
         rng = random.Random(seed)
