@@ -1,11 +1,12 @@
 """Shared fixtures: one small prepared dataset and one tiny trained run for the session."""
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
 import jax
 import pytest
 
-from guppy_jax.cli import DEFAULT_PERSONA
+from guppy_jax.cli import DEFAULT_PERSONA, REPO
 from guppy_jax.config import PRESETS
 from guppy_jax.datadir import prepare
 from guppy_jax.persona import generate, load_persona
@@ -55,3 +56,14 @@ def default_matmul_precision():
     "highest" must not leak into them."""
     assert jax.config.jax_default_matmul_precision is None, jax.config.jax_default_matmul_precision
     yield
+
+
+@pytest.fixture
+def script():
+    """A loader of scripts/<name>.py as a module (the scripts are files, not a package)."""
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load

@@ -1,27 +1,18 @@
 """scripts/profile_step.py: the op-by-op profile of the train step's gradient, on the tiny preset."""
-import importlib.util
 import re
 
 from guppy_jax import model
-from guppy_jax.cli import REPO
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("profile_step", REPO / "scripts" / "profile_step.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_op_sources_name_each_instruction_by_the_code_that_made_it():
+def test_op_sources_name_each_instruction_by_the_code_that_made_it(script):
     hlo = ('  %dot.7 = f32[4,8]{1,0} dot(%a, %b), metadata={op_name="jit(f)/transpose(jvp(GuppyLM))'
            '/blocks_3/attn/qkv/dot_general" stack_frame_id=1}\n  %copy.2 = f32[8]{0} copy(%c)\n')
-    assert load_script().op_sources(hlo) == {"dot.7": "transpose(jvp(GuppyLM))/blocks_i/attn/qkv/dot_general"}
+    assert script("profile_step").op_sources(hlo) == {"dot.7": "transpose(jvp(GuppyLM))/blocks_i/attn/qkv/dot_general"}
 
 
-def test_profile_lists_the_model_ops_with_and_without_the_fence(capsys):
+def test_profile_lists_the_model_ops_with_and_without_the_fence(script, capsys):
     fence = model.grad_fence
-    load_script().main(["--preset", "tiny", "--seq-len", "16", "--batch-size", "4", "--calls", "2",
+    script("profile_step").main(["--preset", "tiny", "--seq-len", "16", "--batch-size", "4", "--calls", "2",
                         "--profile-calls", "1", "--top", "40", "--without-fence"])
     assert model.grad_fence is fence  # put back
     out = capsys.readouterr().out

@@ -1,20 +1,12 @@
 """The quick start's lowest versions are the floors pyproject.toml claims."""
-import importlib.util
 import re
 import tomllib
 
 from guppy_jax.cli import REPO
 
 
-def load_quickstart():
-    spec = importlib.util.spec_from_file_location("quickstart", REPO / "scripts" / "quickstart.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_the_tested_lowest_versions_are_the_claimed_floors():
-    quickstart = load_quickstart()
+def test_the_tested_lowest_versions_are_the_claimed_floors(script):
+    quickstart = script("quickstart")
     claimed = {}
     for requirement in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]:
         name, floor = re.fullmatch(r"([\w-]+)>=([\d.]+)", requirement).groups()
@@ -26,6 +18,6 @@ def test_the_tested_lowest_versions_are_the_claimed_floors():
     assert all((REPO / path).exists() for path in quickstart.LOWEST_TESTS)
 
 
-def test_usage_is_printed_for_an_unknown_command(capsys):
-    assert load_quickstart().main(["fly"]) == 2
+def test_usage_is_printed_for_an_unknown_command(script, capsys):
+    assert script("quickstart").main(["fly"]) == 2
     assert "quickstart.py train" in capsys.readouterr().out
