@@ -147,9 +147,13 @@ def test_greedy_answers_are_jaxs_tokens(page, trained, capsys):
         assert got["promptIds"] == ids, f"{prompt!r}: page prompt ids {got['promptIds']} != python {ids}"
         assert got["ids"] == want, f"{prompt!r}: page tokens {got['ids']} != jax {want}"
         assert got["text"] == chatter.answer(prompt)[0], f"{prompt!r}: page text differs from chat's"
-        rates.append(got["tokensPerSecond"])
-    with capsys.disabled():
-        print(f"\npage (tiny model, float32): {min(rates):.0f}-{max(rates):.0f} tokens/s in headless chromium")
+        rate = got["tokensPerSecond"]  # null: no decode step, or one too short for the page's clock
+        assert rate is None or rate > 0, f"{prompt!r}: {rate} tokens/s"
+        assert rate is not None or len(got["ids"]) <= 2, f"{prompt!r}: no rate for {len(got['ids'])} tokens"
+        rates += [rate] if rate is not None else []
+    if rates:
+        with capsys.disabled():
+            print(f"\npage (tiny model, float32): {min(rates):.0f}-{max(rates):.0f} tokens/s in headless chromium")
 
 
 def test_sampling_filters_that_keep_one_token_are_greedy(page):

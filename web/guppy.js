@@ -110,7 +110,7 @@ export class Guppy {
     const t2 = performance.now();
     const decodeSteps = out.length - 1;
     return { ids: out, promptIds: ids, prefillMs: t1 - t0, decodeMs: t2 - t1,
-             tokensPerSecond: decodeSteps > 0 ? (1000 * decodeSteps) / (t2 - t1) : null };
+             tokensPerSecond: decodeSteps > 0 && t2 > t1 ? (1000 * decodeSteps) / (t2 - t1) : null };
   }
 
   // The chat answer to one user message: {text, ids, promptIds, tokensPerSecond, ...}.
