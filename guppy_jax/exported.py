@@ -34,7 +34,7 @@ import jax
 import numpy as np
 from jax import export  # a submodule that older jax versions do not import with `jax`
 
-from . import SOURCES_AT_IMPORT
+from . import SOURCES_AT_IMPORT, source_digest
 
 __all__ = ["sampler", "artifact_path"]
 SOURCES = tuple(SOURCES_AT_IMPORT)  # generate.py, model.py, config.py: named once, in __init__.py
@@ -42,8 +42,7 @@ SETTINGS = ("jax_enable_x64", "jax_default_prng_impl", "jax_threefry_partitionab
 
 
 def source_digests() -> list[str]:
-    here = Path(__file__).parent
-    return [hashlib.sha256((here / name).read_bytes()).hexdigest() for name in SOURCES]
+    return [source_digest(name) for name in SOURCES]
 
 
 def cache_root() -> Path | None:

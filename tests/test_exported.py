@@ -3,6 +3,7 @@ without tracing, keyed by everything it depends on, and nothing written with the
 import jax
 import pytest
 
+import guppy_jax
 from guppy_jax import exported
 from guppy_jax.config import PRESETS
 from guppy_jax.generate import generate
@@ -56,7 +57,7 @@ def test_the_artifact_name_changes_with_shapes_config_and_source(cache, monkeypa
     src.mkdir()
     for name in exported.SOURCES:
         (src / name).write_text("changed")
-    monkeypatch.setattr(exported, "__file__", str(src / "exported.py"))
+    monkeypatch.setattr(guppy_jax, "__file__", str(src / "__init__.py"))  # where source_digest reads
     assert exported.artifact_path(CFG, 1, 48, 16) != base  # an edited generate.py never runs from an old file
 
 
