@@ -2,8 +2,8 @@
 
 __version__ = "0.1.0"
 
-# The sources the sampler is built from, as this process first saw them: guppy_jax/exported.py
-# saves a traced sampler only while the files on disk still match (see its docstring).
+# The sources the sampler is built from, as this process first saw them: guppy_jax/compiled_sampler.py
+# saves a compiled sampler only while the files on disk still match (see its docstring).
 import hashlib as _hashlib  # noqa: E402
 from pathlib import Path as _Path  # noqa: E402
 

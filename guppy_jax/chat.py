@@ -36,7 +36,7 @@ class Chatter:
         import jax
 
         from .checkpoint import load_for_inference
-        from .exported import sampler
+        from .compiled_sampler import sampler
         from .generate import check_sampling, default_answer_len
         check_sampling(temperature, top_k, top_p)
         self.notes: list[str] = []  # checkpoints skipped as unreadable
@@ -48,7 +48,7 @@ class Chatter:
         self.sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens)
         self.prompt_len = self.cfg.max_seq_len - max_new_tokens
         self.key, self.turn = jax.random.key(seed), 0
-        self.sampler = sampler(self.cfg, 1, self.prompt_len, max_new_tokens)  # from its saved export when cached
+        self.sampler = sampler(self.cfg, 1, self.prompt_len, max_new_tokens)  # loaded, compiled, when cached
 
     def answer(self, message: str) -> tuple[str, str | None]:
         """(answer, notice or None). A prompt longer than the context is cut from the left."""

@@ -12,7 +12,7 @@ Every command (bench aside, which times compilation) keeps JAX's compiled progra
 persistent cache, so a second `chat --prompt` on the same run skips compiling: by default in
 $XDG_CACHE_HOME/guppy-jax/jax (~/.cache/guppy-jax/jax); GUPPY_COMPILE_CACHE=DIR moves it,
 GUPPY_COMPILE_CACHE=off or --no-compile-cache turns it off. Chat's sampler is also kept there
-as a jax.export artifact, so a second chat does not even trace it (guppy_jax/exported.py).
+as a compiled executable, so a second chat does not even trace it (guppy_jax/compiled_sampler.py).
 """
 from __future__ import annotations
 

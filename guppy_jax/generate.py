@@ -20,7 +20,7 @@ import numpy as np
 from .config import ModelConfig
 
 # GuppyLM (and with it Flax) is imported where a sampler is traced, not here: a chat whose
-# sampler is read back from its export (exported.py) never needs Flax.
+# sampler is loaded already compiled (compiled_sampler.py) never needs Flax.
 
 
 def default_answer_len(cfg: ModelConfig) -> int:
@@ -125,24 +125,24 @@ def generate_cached(params, tokens_BT, positions_BT, segment_ids_BT, rng, temper
     logits_BTV, mut = model.apply({"params": params}, tokens_BT, positions_BT, segment_ids_BT,
                                   decode=True, mutable=["cache"])
     next_pos_B = positions_BT[:, -1] + 1
-    first_B = sample_logits(logits_BTV[:, -1], jax.random.fold_in(rng, 0), temperature, top_k, top_p)
-    out_BN = jnp.full((B, max_new_tokens), cfg.pad_id, jnp.int32).at[:, 0].set(first_B)
+    out_BN = jnp.full((B, max_new_tokens), cfg.pad_id, jnp.int32)
 
     def cond(carry):
         i, _, _, done_B, _ = carry
         return (i < max_new_tokens) & ~done_B.all()
 
     def body(carry):
-        i, cache, out_BN, done_B, last_B = carry
-        logits_B1V, mut = model.apply(
-            {"params": params, "cache": cache}, last_B[:, None], (next_pos_B + i - 1)[:, None],
-            jnp.ones((B, 1), jnp.int32), decode=True, mutable=["cache"])
-        tok_B = sample_logits(logits_B1V[:, 0], jax.random.fold_in(rng, i), temperature, top_k, top_p)
+        # sample token i from the last logits, then run the model on it for the next ones:
+        # one sampler in the program, where sampling before the loop as well made two
+        i, cache, out_BN, done_B, logits_BV = carry
+        tok_B = sample_logits(logits_BV, jax.random.fold_in(rng, i), temperature, top_k, top_p)
         tok_B = jnp.where(done_B, cfg.pad_id, tok_B)
-        out_BN = out_BN.at[:, i].set(tok_B)
-        return i + 1, mut["cache"], out_BN, done_B | (tok_B == cfg.eos_id), tok_B
+        logits_B1V, mut = model.apply(
+            {"params": params, "cache": cache}, tok_B[:, None], (next_pos_B + i)[:, None],
+            jnp.ones((B, 1), jnp.int32), decode=True, mutable=["cache"])
+        return i + 1, mut["cache"], out_BN.at[:, i].set(tok_B), done_B | (tok_B == cfg.eos_id), logits_B1V[:, 0]
 
-    init = (jnp.array(1), mut["cache"], out_BN, first_B == cfg.eos_id, first_B)
+    init = (jnp.array(0), mut["cache"], out_BN, jnp.zeros((B,), bool), logits_BTV[:, -1])
     _, _, out_BN, _, _ = jax.lax.while_loop(cond, body, init)
     is_eos_BN = out_BN == cfg.eos_id
     first_eos_B = jnp.where(is_eos_BN.any(axis=1), jnp.argmax(is_eos_BN, axis=1), max_new_tokens - 1)
@@ -153,7 +153,7 @@ def generate(cfg: ModelConfig, params, prompts: list[list[int]], rng=None, *, ma
              temperature=0.7, top_k=50, top_p=1.0, prompt_len=None, sampler=None) -> list[list[int]]:
     """Sample continuations of several prompts; returns each row's new tokens, up to and
     including eos. prompt_len defaults to the context left after max_new_tokens. `sampler`:
-    generate_cached for these shapes in another form (exported.sampler), or None for it."""
+    generate_cached for these shapes in another form (compiled_sampler.sampler), or None for it."""
     prompt_len = prompt_len or cfg.max_seq_len - max_new_tokens
     if prompt_len < 1:
         raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room for a prompt in the "
