@@ -74,6 +74,11 @@ _fenced.defvjp(lambda x: (x, None), _fenced_bwd)
 class KVCache(nn.Module):
     """The decoding cache of one Attention layer: keys, values and segment ids of every
     slot written so far, in fixed (B, S = max_seq_len) buffers of the 'cache' collection.
+    Keys and values are kept as (B * H, S, K), the shape the attention's batched matmuls
+    read, so XLA updates them in place, one slot per step. With a (B, H, S, K) buffer,
+    XLA:CPU computed the update once for the loop and once more for the matmul's reshaped
+    view, and copied every buffer on every step (a 9M decode step: 1.45 ms against 2.08 ms
+    with the old (B, S, H, K) buffers, which were transposed every step).
 
     Each call writes this step's T positions at the cache index and returns the whole
     buffers, plus the slot of the first new position (so queries know where they are).
@@ -81,19 +86,19 @@ class KVCache(nn.Module):
     max_len: int
 
     @nn.compact
-    def __call__(self, k_BTHK, v_BTHK, segment_ids_BT):
-        B, T, H, K = k_BTHK.shape
+    def __call__(self, k_BHTK, v_BHTK, segment_ids_BT):
+        B, H, T, K = k_BHTK.shape
         S = self.max_len
-        k = self.variable("cache", "k", jnp.zeros, (B, S, H, K), k_BTHK.dtype)
-        v = self.variable("cache", "v", jnp.zeros, (B, S, H, K), v_BTHK.dtype)
+        k = self.variable("cache", "k", jnp.zeros, (B * H, S, K), k_BHTK.dtype)
+        v = self.variable("cache", "v", jnp.zeros, (B * H, S, K), v_BHTK.dtype)
         seg = self.variable("cache", "segment_ids", jnp.zeros, (B, S), jnp.int32)
         index = self.variable("cache", "index", lambda: jnp.array(0, jnp.int32))
         start = index.value
-        k.value = jax.lax.dynamic_update_slice(k.value, k_BTHK, (0, start, 0, 0))
-        v.value = jax.lax.dynamic_update_slice(v.value, v_BTHK, (0, start, 0, 0))
+        k.value = jax.lax.dynamic_update_slice(k.value, k_BHTK.reshape(B * H, T, K), (0, start, 0))
+        v.value = jax.lax.dynamic_update_slice(v.value, v_BHTK.reshape(B * H, T, K), (0, start, 0))
         seg.value = jax.lax.dynamic_update_slice(seg.value, segment_ids_BT.astype(jnp.int32), (0, start))
         index.value = start + T
-        return k.value, v.value, seg.value, start
+        return k.value.reshape(B, H, S, K), v.value.reshape(B, H, S, K), seg.value, start
 
 
 class Attention(nn.Module):
@@ -106,15 +111,16 @@ class Attention(nn.Module):
         B, T, D = x_BTD.shape
         H, K = cfg.n_heads, cfg.head_dim
         qkv_BT3D = dense(3 * D, "qkv", self.dtype)(x_BTD)  # split on D, not indexed: fewer copies
-        q_BTHK, k_BSHK, v_BSHK = (a.reshape(B, T, H, K) for a in jnp.split(qkv_BT3D, 3, axis=-1))
+        q_BHTK, k_BHSK, v_BHSK = (a.reshape(B, T, H, K).transpose(0, 2, 1, 3)
+                                  for a in jnp.split(qkv_BT3D, 3, axis=-1))
         q_slot_T, seg_k_BS = jnp.arange(T), segment_ids_BT
         if decode:  # attend over every cached slot; this step's queries sit at start..start+T-1
-            k_BSHK, v_BSHK, seg_k_BS, start = KVCache(cfg.max_seq_len, name="cache")(
-                k_BSHK, v_BSHK, segment_ids_BT)
+            k_BHSK, v_BHSK, seg_k_BS, start = KVCache(cfg.max_seq_len, name="cache")(
+                k_BHSK, v_BHSK, segment_ids_BT)
             q_slot_T = start + q_slot_T
-        S = k_BSHK.shape[1]
+        S = k_BHSK.shape[2]
 
-        scores_BHTS = jnp.einsum("bthk,bshk->bhts", q_BTHK, k_BSHK) / math.sqrt(K)
+        scores_BHTS = jnp.einsum("bhtk,bhsk->bhts", q_BHTK, k_BHSK) / math.sqrt(K)
         causal_TS = jnp.arange(S)[None, :] <= q_slot_T[:, None]
         same_seg_BTS = segment_ids_BT[:, :, None] == seg_k_BS[:, None, :]
         mask_BHTS = (causal_TS[None] & same_seg_BTS)[:, None]
@@ -124,8 +130,8 @@ class Attention(nn.Module):
         self.sow("intermediates", "attn_probs", probs_BHTS)
         probs_BHTS = nn.Dropout(cfg.dropout)(probs_BHTS, deterministic=deterministic)
 
-        y_BTHK = jnp.einsum("bhts,bshk->bthk", probs_BHTS.astype(v_BSHK.dtype), v_BSHK)
-        out_BTD = dense(D, "out", self.dtype)(y_BTHK.reshape(B, T, D))
+        y_BHTK = jnp.einsum("bhts,bhsk->bhtk", probs_BHTS.astype(v_BHSK.dtype), v_BHSK)
+        out_BTD = dense(D, "out", self.dtype)(y_BHTK.transpose(0, 2, 1, 3).reshape(B, T, D))
         self.sow("intermediates", "attn_out", out_BTD)
         return out_BTD
 
