@@ -10,7 +10,8 @@ Dense, the attention einsums, the tied head) run in that dtype, while the embedd
 residual stream, LayerNorms, softmax and logits stay float32 (params are always float32).
 
 Shape suffixes: B batch, T query length, S key length (T, or the cache size when
-decoding), D d_model, H heads, K head dim, F ffn hidden, V vocab.
+decoding), D d_model, H heads, K head dim, F ffn hidden, V vocab, Z = B * H (batch and
+heads as one axis: the attention's batched matmuls and the decode cache use it).
 
 Optional extras beyond the original, all off by default:
 - `positions_BT` / `segment_ids_BT`: several conversations packed in one row attend
@@ -73,12 +74,13 @@ _fenced.defvjp(lambda x: (x, None), _fenced_bwd)
 # ----------------------------------------------------------------------------- Attention
 class KVCache(nn.Module):
     """The decoding cache of one Attention layer: keys, values and segment ids of every
-    slot written so far, in fixed (B, S = max_seq_len) buffers of the 'cache' collection.
-    Keys and values are kept as (B * H, S, K), the shape the attention's batched matmuls
-    read, so XLA updates them in place, one slot per step. With a (B, H, S, K) buffer,
-    XLA:CPU computed the update once for the loop and once more for the matmul's reshaped
-    view, and copied every buffer on every step (a 9M decode step: 1.45 ms against 2.08 ms
-    with the old (B, S, H, K) buffers, which were transposed every step).
+    slot written so far, in fixed buffers (S = max_seq_len slots) of the 'cache' collection.
+
+    Keys and values are kept as (Z, S, K), exactly the operand shape of the attention's
+    batched matmuls, so XLA updates them in place, one slot per step. Kept in any other
+    shape, (B, S, H, K) or (B, H, S, K), the matmul read a reshaped view of the updated
+    buffer, and XLA:CPU then computed the update twice and copied every buffer on every
+    step (BENCHMARKS.md, "The decode cache's shape").
 
     Each call writes this step's T positions at the cache index and returns the whole
     buffers, plus the slot of the first new position (so queries know where they are).
@@ -86,19 +88,19 @@ class KVCache(nn.Module):
     max_len: int
 
     @nn.compact
-    def __call__(self, k_BHTK, v_BHTK, segment_ids_BT):
-        B, H, T, K = k_BHTK.shape
-        S = self.max_len
-        k = self.variable("cache", "k", jnp.zeros, (B * H, S, K), k_BHTK.dtype)
-        v = self.variable("cache", "v", jnp.zeros, (B * H, S, K), v_BHTK.dtype)
+    def __call__(self, k_ZTK, v_ZTK, segment_ids_BT):
+        Z, T, K = k_ZTK.shape
+        B, S = segment_ids_BT.shape[0], self.max_len
+        k = self.variable("cache", "k", jnp.zeros, (Z, S, K), k_ZTK.dtype)
+        v = self.variable("cache", "v", jnp.zeros, (Z, S, K), v_ZTK.dtype)
         seg = self.variable("cache", "segment_ids", jnp.zeros, (B, S), jnp.int32)
         index = self.variable("cache", "index", lambda: jnp.array(0, jnp.int32))
         start = index.value
-        k.value = jax.lax.dynamic_update_slice(k.value, k_BHTK.reshape(B * H, T, K), (0, start, 0))
-        v.value = jax.lax.dynamic_update_slice(v.value, v_BHTK.reshape(B * H, T, K), (0, start, 0))
+        k.value = jax.lax.dynamic_update_slice(k.value, k_ZTK, (0, start, 0))
+        v.value = jax.lax.dynamic_update_slice(v.value, v_ZTK, (0, start, 0))
         seg.value = jax.lax.dynamic_update_slice(seg.value, segment_ids_BT.astype(jnp.int32), (0, start))
         index.value = start + T
-        return k.value.reshape(B, H, S, K), v.value.reshape(B, H, S, K), seg.value, start
+        return k.value, v.value, seg.value, start
 
 
 class Attention(nn.Module):
@@ -111,16 +113,17 @@ class Attention(nn.Module):
         B, T, D = x_BTD.shape
         H, K = cfg.n_heads, cfg.head_dim
         qkv_BT3D = dense(3 * D, "qkv", self.dtype)(x_BTD)  # split on D, not indexed: fewer copies
-        q_BHTK, k_BHSK, v_BHSK = (a.reshape(B, T, H, K).transpose(0, 2, 1, 3)
-                                  for a in jnp.split(qkv_BT3D, 3, axis=-1))
+        # heads first, like the reference's (B, H, T, K), then B and H as one batch axis Z
+        q_ZTK, k_ZSK, v_ZSK = (a.reshape(B, T, H, K).transpose(0, 2, 1, 3).reshape(B * H, T, K)
+                               for a in jnp.split(qkv_BT3D, 3, axis=-1))
         q_slot_T, seg_k_BS = jnp.arange(T), segment_ids_BT
         if decode:  # attend over every cached slot; this step's queries sit at start..start+T-1
-            k_BHSK, v_BHSK, seg_k_BS, start = KVCache(cfg.max_seq_len, name="cache")(
-                k_BHSK, v_BHSK, segment_ids_BT)
+            k_ZSK, v_ZSK, seg_k_BS, start = KVCache(cfg.max_seq_len, name="cache")(
+                k_ZSK, v_ZSK, segment_ids_BT)
             q_slot_T = start + q_slot_T
-        S = k_BHSK.shape[2]
+        S = k_ZSK.shape[1]
 
-        scores_BHTS = jnp.einsum("bhtk,bhsk->bhts", q_BHTK, k_BHSK) / math.sqrt(K)
+        scores_BHTS = jnp.einsum("ztk,zsk->zts", q_ZTK, k_ZSK).reshape(B, H, T, S) / math.sqrt(K)
         causal_TS = jnp.arange(S)[None, :] <= q_slot_T[:, None]
         same_seg_BTS = segment_ids_BT[:, :, None] == seg_k_BS[:, None, :]
         mask_BHTS = (causal_TS[None] & same_seg_BTS)[:, None]
@@ -130,8 +133,8 @@ class Attention(nn.Module):
         self.sow("intermediates", "attn_probs", probs_BHTS)
         probs_BHTS = nn.Dropout(cfg.dropout)(probs_BHTS, deterministic=deterministic)
 
-        y_BHTK = jnp.einsum("bhts,bhsk->bhtk", probs_BHTS.astype(v_BHSK.dtype), v_BHSK)
-        out_BTD = dense(D, "out", self.dtype)(y_BHTK.transpose(0, 2, 1, 3).reshape(B, T, D))
+        y_ZTK = jnp.einsum("zts,zsk->ztk", probs_BHTS.reshape(B * H, T, S).astype(v_ZSK.dtype), v_ZSK)
+        out_BTD = dense(D, "out", self.dtype)(y_ZTK.reshape(B, H, T, K).transpose(0, 2, 1, 3).reshape(B, T, D))
         self.sow("intermediates", "attn_out", out_BTD)
         return out_BTD
 
