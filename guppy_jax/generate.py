@@ -71,12 +71,11 @@ def _floor_from_sorted(scaled_BV, top_k, top_p):
     return jnp.maximum(kth_B1, pth_B1)
 
 
-def _floor_from_top(scaled_BV, top_k, top_p):
+def _floor_of_top(top_BC, scaled_BV, top_k, top_p):
     """The same floor when 0 < top_k <= TOP_K_FAST, from the C largest logits alone (C =
-    TOP_K_FAST): every kept token is among them, and a nucleus that ends past the k-th token
-    is cut at the k-th anyway. Probabilities are still normalised over the whole row."""
-    C = min(TOP_K_FAST, scaled_BV.shape[-1])
-    top_BC = jax.lax.top_k(scaled_BV, C)[0]
+    TOP_K_FAST, `top_BC`, largest first): every kept token is among them, and a nucleus that
+    ends past the k-th token is cut at the k-th anyway. Probabilities are still normalised
+    over the whole row."""
     kth_B1 = jnp.take(top_BC, top_k - 1, axis=-1)[:, None]
     probs_BC = jnp.exp(top_BC - jax.nn.logsumexp(scaled_BV, axis=-1, keepdims=True))
     before_BC = jnp.cumsum(probs_BC, axis=-1) - probs_BC
@@ -85,17 +84,38 @@ def _floor_from_top(scaled_BV, top_k, top_p):
     return jnp.maximum(kth_B1, pth_B1)
 
 
+def _floor_from_top(scaled_BV, top_k, top_p):
+    return _floor_of_top(jax.lax.top_k(scaled_BV, min(TOP_K_FAST, scaled_BV.shape[-1]))[0], scaled_BV, top_k, top_p)
+
+
+def _sample_from_top(scaled_BV, rng, top_k, top_p):
+    """A small top-k's draw among the C largest logits only: the kept tokens are all there,
+    so this is the same distribution as a draw over the filtered row, for C random numbers
+    a row instead of V (a tie at the cut that runs past the C-th logit keeps the first C)."""
+    top_BC, index_BC = jax.lax.top_k(scaled_BV, min(TOP_K_FAST, scaled_BV.shape[-1]))
+    floor_B1 = _floor_of_top(top_BC, scaled_BV, top_k, top_p)
+    pick_B = jax.random.categorical(rng, jnp.where(top_BC < floor_B1, -jnp.inf, top_BC), axis=-1)
+    return jnp.take_along_axis(index_BC, pick_B[:, None], axis=-1)[:, 0]
+
+
+def _sample_from_sorted(scaled_BV, rng, top_k, top_p):
+    floor_B1 = _floor_from_sorted(scaled_BV, top_k, top_p)
+    return jax.random.categorical(rng, jnp.where(scaled_BV < floor_B1, -jnp.inf, scaled_BV), axis=-1)
+
+
+@jax.jit  # a function of its own when called alone, as the tests do; inlined in the sampler
 def sample_logits(logits_BV, rng, temperature, top_k, top_p):
-    """One token per row. temperature 0 is greedy; top_k 0 and top_p 1 switch those filters off.
-    A top-k of at most TOP_K_FAST (the original's 50) looks at the largest logits only: sorting
-    all 4,096 of them cost more than the model's decode step at batch 36."""
-    greedy_B = jnp.argmax(logits_BV, axis=-1)
-    scaled_BV = logits_BV / jnp.maximum(temperature, 1e-6)
-    fast = (top_k > 0) & (top_k <= min(TOP_K_FAST, logits_BV.shape[-1]))
-    floor_B1 = jax.lax.cond(fast, _floor_from_top, _floor_from_sorted, scaled_BV, top_k, top_p)
-    filtered_BV = jnp.where(scaled_BV < floor_B1, -jnp.inf, scaled_BV)
-    sampled_B = jax.random.categorical(rng, filtered_BV, axis=-1)
-    return jnp.where(temperature <= 0, greedy_B, sampled_B).astype(jnp.int32)
+    """One token per row. temperature 0 is greedy (and then nothing is sampled); top_k 0 and
+    top_p 1 switch those filters off. A top-k of at most TOP_K_FAST (the original's 50) looks
+    at the largest logits only: sorting all 4,096 of them cost more than the model's decode
+    step at batch 36."""
+    def sample():
+        scaled_BV = logits_BV / jnp.maximum(temperature, 1e-6)
+        fast = (top_k > 0) & (top_k <= min(TOP_K_FAST, logits_BV.shape[-1]))
+        return jax.lax.cond(fast, _sample_from_top, _sample_from_sorted, scaled_BV, rng, top_k, top_p)
+
+    greedy = lambda: jnp.argmax(logits_BV, axis=-1)  # noqa: E731
+    return jax.lax.cond(temperature <= 0, greedy, sample).astype(jnp.int32)
 
 
 def init_cache(cfg: ModelConfig, batch_size: int):

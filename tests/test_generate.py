@@ -1,5 +1,6 @@
 """The KV-cached sampler against the plain path, and its sampling controls."""
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -79,10 +80,26 @@ def test_a_small_top_k_finds_the_same_cut_without_sorting_the_vocabulary():
             fast = _floor_from_top(logits, jnp.asarray(top_k), jnp.asarray(top_p))
             full = _floor_from_sorted(logits, jnp.asarray(top_k), jnp.asarray(top_p))
             assert float(jnp.abs(fast - full).max()) == 0.0, (top_k, top_p)
-    # and the samples: the same key gives the same tokens as the sorted path would
+    # without the fast path (top-k 0, or above TOP_K_FAST): a draw over the whole filtered row
     key = jax.random.key(5)
-    for top_k in (0, 40, TOP_K_FAST + 1):
+    for top_k in (0, TOP_K_FAST + 1):
         got = sample_logits(logits, key, 0.8, top_k, 0.9)
         floor = _floor_from_sorted(logits / 0.8, jnp.asarray(top_k), jnp.asarray(0.9))
         want = jax.random.categorical(key, jnp.where(logits / 0.8 < floor, -jnp.inf, logits / 0.8), axis=-1)
         assert (np.asarray(got) == np.asarray(want)).all(), top_k
+
+
+def test_the_fast_path_draws_the_kept_tokens_with_their_probabilities():
+    """With a small top-k the draw is among the largest TOP_K_FAST logits only: it must give
+    the kept tokens exactly the probabilities a draw over the whole filtered row gives."""
+    import numpy as np
+    row = jnp.asarray(np.random.RandomState(1).standard_normal((1, 300)) * 0.5, jnp.float32)
+    n, k = 20_000, 5
+    draws = jax.jit(jax.vmap(lambda key: sample_logits(row, key, 1.0, k, 1.0)[0]))(
+        jax.random.split(jax.random.key(7), n))
+    kept = np.argsort(-np.asarray(row[0]))[:k]
+    want = np.exp(np.asarray(row[0])[kept]) / np.exp(np.asarray(row[0])[kept]).sum()
+    counts = np.bincount(np.asarray(draws), minlength=300)
+    assert set(np.flatnonzero(counts)) <= set(kept.tolist())
+    worst = np.abs(counts[kept] / n - want).max()
+    assert worst < 0.015, f"kept tokens' frequencies {counts[kept] / n} against probabilities {want}"
