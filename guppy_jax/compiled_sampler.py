@@ -104,8 +104,8 @@ def _save(compiled, path: Path) -> None:
         partial = path.with_suffix(f".{os.getpid()}.tmp")
         partial.write_bytes(blob)
         partial.replace(path)  # readers see a whole file or none
-    except (OSError, ValueError):
-        pass  # a read-only or full cache, or a backend that cannot serialize: the next start compiles
+    except Exception:  # noqa: BLE001 (saving is a courtesy to the next start, never a reason to fail this one)
+        pass  # a read-only or full cache, a backend or program that cannot be serialized: the next start compiles
 
 
 def sampler(cfg, batch: int, prompt_len: int, max_new_tokens: int) -> Callable:

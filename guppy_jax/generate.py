@@ -85,6 +85,7 @@ def _floor_of_top(top_BC, scaled_BV, top_k, top_p):
 
 
 def _floor_from_top(scaled_BV, top_k, top_p):
+    """`_floor_from_sorted`'s floor for 0 < top_k <= TOP_K_FAST, without the sort."""
     return _floor_of_top(jax.lax.top_k(scaled_BV, min(TOP_K_FAST, scaled_BV.shape[-1]))[0], scaled_BV, top_k, top_p)
 
 
