@@ -26,7 +26,7 @@ TORCH_CPU = "torch==2.13.0"  # a local CPU build here; an open range would pull 
 # (tests/test_quickstart.py checks that these and pyproject.toml's floors agree).
 LOWEST = {"jax": "0.4.35", "jaxlib": "0.4.35", "flax": "0.10.0", "optax": "0.2.5",
           "orbax-checkpoint": "0.10.0", "numpy": "2.0.2", "tokenizers": "0.19.1", "safetensors": "0.4.3",
-          "tqdm": "4.66.0", "matplotlib": "3.9.0", "flatbuffers": "24.3.25"}
+          "tqdm": "4.66.0", "matplotlib": "3.9.0"}
 LOWEST_TESTS = ["tests/test_config.py", "tests/test_model.py", "tests/test_steps.py", "tests/test_generate.py",
                 "tests/test_data.py", "tests/test_datadir.py", "tests/test_checkpoint.py",
                 "tests/test_precision.py", "tests/test_trainer.py", "tests/test_chat.py", "tests/test_eval.py",

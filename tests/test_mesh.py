@@ -11,6 +11,7 @@ import pytest
 
 from guppy_jax.checkpoint import load_for_inference
 from guppy_jax.cli import REPO
+from guppy_jax.config import PRESETS
 from guppy_jax.mesh import MeshError, check_batch, fsdp_axis, make_mesh, mesh_shape
 
 
@@ -90,13 +91,15 @@ def test_a_checkpoint_from_4_devices_resumes_on_4_2_and_1(tmp_path, data_dir):
         _train(resumed[n], data_dir, n, "--resume")
         summary = json.loads((resumed[n] / "summary.json").read_text())
         assert summary["devices"] == n and summary["step"] == 30 and summary["compiles"]["train_step"] == 1
-    want = _params(whole)
+    want, lr = _params(whole), PRESETS["tiny"].optim.lr
     for n, run_dir in resumed.items():
         diff = max(float(np.max(np.abs(a - b))) for a, b in zip(_params(run_dir), want))
         if n == 4:
             assert diff == 0.0, f"resumed on the same 4 devices: params {diff:.2e} from the uninterrupted run"
-        else:  # another split sums in another order: float32 rounding, nothing more
-            assert diff <= 5e-6, f"resumed on {n} devices: params {diff:.2e} from the uninterrupted run"
+        else:  # another split sums in another order: float32 rounding, nothing more. Adam moves a
+            # weight by about lr a step whatever its gradient's size, so rounding in a gradient that
+            # nearly cancels shows up amplified; a wrong batch or a lost step would move weights by ~lr
+            assert diff <= 0.01 * lr, f"resumed on {n} devices: params {diff:.2e} from the uninterrupted run"
 
 
 def test_train_says_how_many_devices_and_which_mesh_and_refuses_a_bad_split(tmp_path, data_dir):
