@@ -3,9 +3,9 @@
 JAX's persistent compilation cache (cli.py turns it on) saves XLA's compiled programs, but
 a new process must still trace `generate_cached` through Flax and lower it to StableHLO
 before it can look its program up: about half a second of a chat's start-up on 2 cores.
-Here the first chat compiles the sampler as it would anyway (trace, lower, compile) and
-also saves the compiled executable (`jax.experimental.serialize_executable`, a few
-hundredths of a second). A later chat loads it back in about 0.1 s and calls it: no Flax,
+Here the first chat compiles the sampler as it would anyway (trace, lower, compile), but
+outside JAX's cache, and saves the compiled executable
+(`jax.experimental.serialize_executable`, a few hundredths of a second). A later chat loads it back in about 0.1 s and calls it: no Flax,
 no tracing, no lowering, no compile.
 
 The file lives beside the compilation cache (`<jax_compilation_cache_dir>/guppy-compiled/`),
@@ -23,6 +23,7 @@ loaded, so it is only ever read from the user's own cache directory, never from 
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -35,6 +36,7 @@ from typing import Callable
 import jax
 import numpy as np
 from jax.experimental import serialize_executable
+from jax.experimental.compilation_cache.compilation_cache import reset_cache
 
 from . import SOURCES_AT_IMPORT, source_digest
 
@@ -78,10 +80,29 @@ def artifact_path(cfg, batch: int, prompt_len: int, max_new_tokens: int) -> Path
     return root / f"sampler-{hashlib.sha256(recipe.encode()).hexdigest()[:24]}.bin"
 
 
+@contextlib.contextmanager
+def _persistent_cache_off():
+    """JAX's persistent compilation cache neither read nor written inside the block.
+
+    An executable that JAX read back from that cache serializes without its compiled kernels
+    (XLA:CPU, jax 0.10.2: loading such a file fails with "Function ... not found"), so the
+    one we save must be compiled afresh. `reset_cache` makes JAX look at the setting again."""
+    enabled = jax.config.jax_enable_compilation_cache
+    reset_cache()
+    jax.config.update("jax_enable_compilation_cache", False)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_compilation_cache", enabled)
+        reset_cache()
+
+
 def _compile(cfg, max_new_tokens: int, args):
     """Trace, lower and compile generate_cached for these arguments (the slow path, taken once)."""
     from .generate import generate_cached
-    return generate_cached.lower(*args, cfg=cfg, max_new_tokens=max_new_tokens).compile()
+    lowered = generate_cached.lower(*args, cfg=cfg, max_new_tokens=max_new_tokens)
+    with _persistent_cache_off():
+        return lowered.compile()
 
 
 def _load(path: Path, args):
@@ -101,9 +122,9 @@ def _save(compiled, path: Path) -> None:
     try:
         blob = serialize_executable.serialize(compiled)[0]
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_bytes(blob)
-        partial.replace(path)  # readers see a whole file or none
+        unfinished = path.with_suffix(f".{os.getpid()}.tmp")
+        unfinished.write_bytes(blob)
+        unfinished.replace(path)  # readers see a whole file or none
     except Exception:  # noqa: BLE001 (saving is a courtesy to the next start, never a reason to fail this one)
         pass  # a read-only or full cache, a backend or program that cannot be serialized: the next start compiles
 
@@ -127,12 +148,13 @@ def sampler(cfg, batch: int, prompt_len: int, max_new_tokens: int) -> Callable:
         if current["compiled"] is None:
             current["compiled"] = _load(path, args)
         if current["compiled"] is not None:
-            try:
-                return current["compiled"](*args)
+            try:  # waited for here, so that a file that fails while running is caught too
+                return jax.block_until_ready(current["compiled"](*args))
             except Exception:
                 if current["fresh"]:
                     raise
-                # a file its arguments do not fit (shapes or dtypes it was not made for): compile again
+                # a file its arguments do not fit (shapes or dtypes it was not made for), or that
+                # cannot run: compile again
         current.update(compiled=_compile(cfg, max_new_tokens, args), fresh=True)
         _save(current["compiled"], path)
         return current["compiled"](*args)

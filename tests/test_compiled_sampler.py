@@ -117,3 +117,39 @@ def test_a_compiled_sampler_its_arguments_do_not_fit_is_made_again(cache, params
     sample = saved.sampler(CFG, len(PROMPTS), CFG.max_seq_len - 16, 16)
     assert answers(params, sample, 0.0) == answers(params, None, 0.0)
     assert two_rows.read_bytes() != one_row.read_bytes()
+
+
+PROBE = """
+import sys, jax
+from guppy_jax import compiled_sampler as saved
+from guppy_jax.config import PRESETS
+from guppy_jax.generate import generate
+from guppy_jax.model import init_params
+jax.config.update("jax_compilation_cache_dir", sys.argv[1])
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+cfg = PRESETS["tiny"].model
+sampler = saved.sampler(cfg, 2, cfg.max_seq_len - 16, 16)
+if sys.argv[2] == "fill":  # compiled and kept in JAX's cache, but the file is not written (or was deleted)
+    saved._save = lambda *args: None
+if sys.argv[2] == "load":
+    saved._compile = lambda *args: sys.exit("the saved sampler could not run and was compiled again")
+print(generate(cfg, init_params(cfg, jax.random.key(3)), [[1, 5, 9, 14, 2, 1, 7], [1, 30, 31]], jax.random.key(1),
+               max_new_tokens=16, temperature=0.0, sampler=sampler))
+"""
+
+
+def test_a_sampler_already_in_jaxs_persistent_cache_is_saved_whole(tmp_path):
+    """An executable that JAX read back from its own cache serialized without its kernels, and
+    the next start failed with "Function ... not found"; the saved sampler is compiled afresh.
+    Three processes: the first fills JAX's cache only, the next saves the file, the last loads it."""
+    import subprocess
+    import sys
+
+    from guppy_jax.cli import REPO
+    runs = [subprocess.run([sys.executable, "-c", PROBE, str(tmp_path / "cache"), step], cwd=REPO,
+                           capture_output=True, text=True, timeout=300) for step in ("fill", "save", "load")]
+    for step, run in zip(("fill", "save", "load"), runs):
+        assert run.returncode == 0, f"{step}: {run.stderr[-1500:]}"
+    assert runs[0].stdout == runs[1].stdout == runs[2].stdout
+    assert list((tmp_path / "cache" / "guppy-compiled").glob("sampler-*.bin"))
