@@ -77,10 +77,11 @@ class KVCache(nn.Module):
     slot written so far, in fixed buffers (S = max_seq_len slots) of the 'cache' collection.
 
     Keys and values are kept as (Z, S, K), exactly the operand shape of the attention's
-    batched matmuls, so XLA updates them in place, one slot per step. Kept in any other
-    shape, (B, S, H, K) or (B, H, S, K), the matmul read a reshaped view of the updated
-    buffer, and XLA:CPU then computed the update twice and copied every buffer on every
-    step (BENCHMARKS.md, "The decode cache's shape").
+    batched matmuls, so XLA updates them in place, one slot per step. In any other shape
+    XLA:CPU rewrote every buffer on every step: (B, S, H, K) was transposed for the
+    matmuls; with (B, H, S, K) the matmul read a reshaped view of the updated buffer, and
+    XLA computed the update twice and copied the buffers (BENCHMARKS.md, "The decode
+    cache's shape").
 
     Each call writes this step's T positions at the cache index and returns the whole
     buffers, plus the slot of the first new position (so queries know where they are).
