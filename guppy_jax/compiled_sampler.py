@@ -5,8 +5,8 @@ a new process must still trace `generate_cached` through Flax and lower it to St
 before it can look its program up: about half a second of a chat's start-up on 2 cores.
 Here the first chat compiles the sampler as it would anyway (trace, lower, compile), but
 outside JAX's cache, and saves the compiled executable
-(`jax.experimental.serialize_executable`, a few hundredths of a second). A later chat loads it back in about 0.1 s and calls it: no Flax,
-no tracing, no lowering, no compile.
+(`jax.experimental.serialize_executable`, a few hundredths of a second). A later chat
+loads it back in about 0.1 s and calls it: no Flax, no tracing, no lowering, no compile.
 
 The file lives beside the compilation cache (`<jax_compilation_cache_dir>/guppy-compiled/`),
 named by a hash of everything the program depends on: the model config, the batch and
@@ -129,17 +129,14 @@ def _save(compiled, path: Path) -> None:
         pass  # a read-only or full cache, a backend or program that cannot be serialized: the next start compiles
 
 
-def sampler(cfg, batch: int, prompt_len: int, max_new_tokens: int) -> Callable:
+def sampler(cfg, batch: int, prompt_len: int, max_new_tokens: int) -> Callable | None:
     """generate_cached for these shapes, as
     `(params, tokens_BT, positions_BT, segment_ids_BT, rng, temperature, top_k, top_p) -> (out_BN, counts_B)`:
-    loaded from its saved executable when there is one, else compiled and saved; with the
-    compilation cache off, the plain jitted sampler."""
+    loaded from its saved executable when there is one, else compiled and saved. With the
+    compilation cache off, None: `generate`'s own plain jitted sampler."""
     path = artifact_path(cfg, batch, prompt_len, max_new_tokens)
     if path is None:  # no cache: saving would only add work to this start
-        from functools import partial
-
-        from .generate import generate_cached
-        return partial(generate_cached, cfg=cfg, max_new_tokens=max_new_tokens)
+        return None
     current = {"compiled": None, "fresh": False}
 
     def call(params, tokens_BT, positions_BT, segment_ids_BT, rng, temperature, top_k, top_p):

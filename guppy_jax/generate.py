@@ -84,11 +84,6 @@ def _floor_of_top(top_BC, scaled_BV, top_k, top_p):
     return jnp.maximum(kth_B1, pth_B1)
 
 
-def _floor_from_top(scaled_BV, top_k, top_p):
-    """`_floor_from_sorted`'s floor for 0 < top_k <= TOP_K_FAST, without the sort."""
-    return _floor_of_top(jax.lax.top_k(scaled_BV, min(TOP_K_FAST, scaled_BV.shape[-1]))[0], scaled_BV, top_k, top_p)
-
-
 def _sample_from_top(scaled_BV, rng, top_k, top_p):
     """A small top-k's draw among the C largest logits only: the kept tokens are all there,
     so this is the same distribution as a draw over the filtered row, for C random numbers

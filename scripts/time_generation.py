@@ -10,16 +10,15 @@ Random weights, so every answer runs to its full length.
 from __future__ import annotations
 
 import argparse
-import statistics
+import itertools
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import jax  # noqa: E402
 
-from guppy_jax.bench_decode import PROMPT, decode_step_s  # noqa: E402
+from guppy_jax.bench_decode import PROMPT, decode_step_s, median_rate  # noqa: E402
 from guppy_jax.config import PRESETS  # noqa: E402
 from guppy_jax.generate import generate  # noqa: E402
 from guppy_jax.model import init_params  # noqa: E402
@@ -27,14 +26,14 @@ from guppy_jax.model import init_params  # noqa: E402
 
 def tokens_per_s(cfg, params, batch: int, temperature: float, new_tokens: int, calls: int) -> float:
     """Median tokens/s of `calls` generate() calls (after one that compiles)."""
-    prompts = [PROMPT] * batch
-    generate(cfg, params, prompts, jax.random.key(0), max_new_tokens=new_tokens, temperature=temperature)
-    rates = []
-    for i in range(calls):
-        start = time.perf_counter()
-        made = generate(cfg, params, prompts, jax.random.key(i), max_new_tokens=new_tokens, temperature=temperature)
-        rates.append(sum(map(len, made)) / (time.perf_counter() - start))
-    return statistics.median(rates)
+    prompts, keys = [PROMPT] * batch, itertools.count()
+
+    def run() -> int:
+        made = generate(cfg, params, prompts, jax.random.key(next(keys)), max_new_tokens=new_tokens,
+                        temperature=temperature)
+        return sum(map(len, made))
+    run()
+    return median_rate(run, calls)
 
 
 def main(argv=None) -> None:

@@ -71,13 +71,13 @@ def test_left_pad_cuts_long_prompts_from_the_left():
 def test_a_small_top_k_finds_the_same_cut_without_sorting_the_vocabulary():
     """The top-k fast path (the largest TOP_K_FAST logits only) against the full sort, over
     top-k and top-p settings where either filter decides the cut."""
-    from guppy_jax.generate import TOP_K_FAST, _floor_from_sorted, _floor_from_top
+    from guppy_jax.generate import TOP_K_FAST, _floor_from_sorted, _floor_of_top
     import jax.numpy as jnp
     import numpy as np
     logits = jnp.asarray(np.random.RandomState(0).standard_normal((8, 4096)) * 3, jnp.float32)
     for top_k in (1, 2, 50, TOP_K_FAST):
         for top_p in (0.05, 0.5, 0.9, 1.0):
-            fast = _floor_from_top(logits, jnp.asarray(top_k), jnp.asarray(top_p))
+            fast = _floor_of_top(jax.lax.top_k(logits, TOP_K_FAST)[0], logits, jnp.asarray(top_k), jnp.asarray(top_p))
             full = _floor_from_sorted(logits, jnp.asarray(top_k), jnp.asarray(top_p))
             assert float(jnp.abs(fast - full).max()) == 0.0, (top_k, top_p)
     # without the fast path (top-k 0, or above TOP_K_FAST): a draw over the whole filtered row
