@@ -1,9 +1,9 @@
 """Talk to a trained Guppy: `python -m guppy_jax.chat`.
 
 Interactive (You> / Guppy>) by default, or one answer with --prompt; messages can also be
-piped in, one a line. Chat is single-turn,
-as in the original: each message is answered on its own, because the 128-token window
-leaves little room for history.
+piped in, one a line. With --quiet it prints the answers alone. Chat is
+single-turn, as in the original: each message is answered on its own, because the
+128-token window leaves little room for history.
 """
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def main(argv=None) -> int:
         text, notice = chatter.answer(message)
         if notice and not args.quiet:
             print(notice, file=sys.stderr)
-        print(f"Guppy> {text}", flush=True)
+        print(text if args.quiet else f"Guppy> {text}", flush=True)  # --quiet: the answer alone
 
     if args.prompt is not None:
         reply(args.prompt)
@@ -102,7 +102,8 @@ def main(argv=None) -> int:
 
 def converse(reply, quiet: bool) -> int:
     """Answer each line of stdin (a terminal or a pipe) until 'quit', 'exit' or end of input.
-    Blank lines are skipped; bytes that are not UTF-8 are replaced, not fatal."""
+    Blank lines are skipped; bytes that are not UTF-8 are replaced, not fatal. `quiet`: no
+    greeting, no You> prompt and no newline at the end, so the output is the answers alone."""
     if sys.stdin is None or sys.stdin.closed:
         return cli.error("no input to read (stdin is closed): pass --prompt, or pipe messages in", cli.EXIT_USAGE)
     if hasattr(sys.stdin, "reconfigure"):
@@ -111,9 +112,10 @@ def converse(reply, quiet: bool) -> int:
         print("Talk to Guppy ('quit' or Ctrl-D to leave).")
     while True:
         try:
-            message = input("You> ").strip()
+            message = input("" if quiet else "You> ").strip()
         except (EOFError, KeyboardInterrupt):
-            print()
+            if not quiet:
+                print()  # end the You> line the user left
             return cli.EXIT_OK
         except (OSError, ValueError, RuntimeError):  # stdin went away mid-conversation
             return cli.EXIT_OK

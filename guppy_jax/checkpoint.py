@@ -23,6 +23,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import logging
 import os
 import shutil
 import time
@@ -33,6 +34,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from .cli import debugging
 from .config import TrainConfig
 from .distributed import any_process, barrier
 
@@ -48,17 +50,40 @@ class CheckpointSaveError(CheckpointError):
     """A save that failed (disk full, I/O error); its partial files are already removed."""
 
 
+READ_ONLY_NOTICE = "Given directory is read only"  # how orbax's log record for a read-only manager starts
+
+
+class _DropReadOnlyNotice(logging.Filter):
+    """Drops orbax's WARNING that a manager is read only: it is made read only on purpose
+    (inference writes nothing), so the notice would only alarm a user who did nothing wrong.
+    Any other record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(READ_ONLY_NOTICE)
+
+
 def _manager(directory: Path, keep: int, read_only: bool = False) -> ocp.CheckpointManager:
     # with many processes, the periodic and best managers save the same step through barriers
     # that older orbax names by step alone: a prefix keeps the two managers' barriers apart
     apart = ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=directory.name)
-    if read_only:  # inference: never create, clean or write anything
-        options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0,
-                                               enable_async_checkpointing=False, multiprocessing_options=apart)
-    else:
+    if not read_only:
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True,
                                                enable_async_checkpointing=False, multiprocessing_options=apart)
-    return ocp.CheckpointManager(directory.resolve(), options=options)
+        return ocp.CheckpointManager(directory.resolve(), options=options)
+    # inference: never create, clean or write anything
+    options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0,
+                                           enable_async_checkpointing=False, multiprocessing_options=apart)
+    if debugging():  # --debug / GUPPY_DEBUG=1: the libraries' logs as they are
+        return ocp.CheckpointManager(directory.resolve(), options=options)
+    # orbax logs the read-only notice (through absl's logger) as the manager is made: drop that
+    # one message, only while it is made, so every other warning still shows (from the commands
+    # and from the Python API alike)
+    absl_logger, drop = logging.getLogger("absl"), _DropReadOnlyNotice()
+    absl_logger.addFilter(drop)
+    try:
+        return ocp.CheckpointManager(directory.resolve(), options=options)
+    finally:
+        absl_logger.removeFilter(drop)
 
 
 def _reason(err: Exception) -> str:
@@ -259,10 +284,12 @@ class RunCheckpoints:
         self.best.close()
 
 
-def write_run_config(run_dir, cfg: TrainConfig, preset: str, tokenizer_path, copy_tokenizer: bool = True) -> None:
-    """config.json, and the tokenizer beside it (a resumed run keeps its own)."""
+def write_run_config(run_dir, cfg: TrainConfig, preset: str, tokenizer_path, copy_tokenizer: bool = True,
+                     init_from: str | None = None) -> None:
+    """config.json, and the tokenizer beside it (a resumed run keeps its own). `init_from`
+    records the run whose weights this one started from."""
     run_dir = Path(run_dir)
-    payload = {"preset": preset, "train": cfg.to_dict()}
+    payload = {"preset": preset, "train": cfg.to_dict(), **({"init_from": init_from} if init_from else {})}
     (run_dir / "config.json").write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
     mine = run_dir / "tokenizer.json"
     if (copy_tokenizer or not mine.exists()) and Path(tokenizer_path).resolve() != mine.resolve():

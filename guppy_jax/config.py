@@ -158,18 +158,14 @@ class TrainConfig:
     seed: int = _field(42, "seed for init, data order and dropout")
     dtype: str = _field("auto", "compute dtype: auto (float32 on CPU; on a GPU bfloat16 if fast, else float16 "
                                 "with loss scaling), float32, bfloat16 or float16; params stay float32")
-    steps_per_call: int = _field(1, "train steps per jitted call (a lax.scan over stacked batches); "
-                                    "steps, eval_every and checkpoint_every must be multiples of it")
+    steps_per_call: int = _field(1, "train steps per jitted call (a lax.scan over stacked batches); a call "
+                                    "ends early at an eval, a checkpoint or the last step (one more compile)")
 
     def __post_init__(self):
         for name in ("batch_size", "eval_every", "eval_batches", "checkpoint_every", "keep_checkpoints",
                      "steps_per_call"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        for name, value in (("steps", self.optim.steps), ("eval_every", self.eval_every),
-                            ("checkpoint_every", self.checkpoint_every)):
-            if value % self.steps_per_call:
-                raise ConfigError(f"{name} ({value}) must be a multiple of steps_per_call ({self.steps_per_call})")
         if not 0 <= self.seq_len <= self.model.max_seq_len:
             raise ConfigError(f"seq_len must be in [0, max_seq_len={self.model.max_seq_len}], got {self.seq_len}")
         if self.seed < 0:

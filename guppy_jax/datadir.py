@@ -110,14 +110,37 @@ class TrainingData:
     report: dict         # sample counts, truncated/dropped, the row length used
 
 
-def load_for_training(cfg, data_dir, quiet: bool = False) -> TrainingData:
+# A vocab grown to fit a tokenizer is rounded up to this: the tied embedding is also the output
+# head's matmul, whose width then stays a multiple of the GPU's tile sizes, as 2048 and 4096 are.
+VOCAB_MULTIPLE = 64
+
+
+def fit_vocab(cfg, data_dir) -> tuple[object, str]:
+    """(cfg, note): the TrainConfig with a model vocab that holds every id of the data's
+    tokenizer. A preset's vocab that is large enough is kept (so guppy-9m stays the original's
+    8.7M model on data whose tokenizer uses fewer ids); a smaller one grows to the tokenizer's
+    size rounded up to VOCAB_MULTIPLE, and the note says so."""
+    have = load_tokenizer(Path(data_dir) / "tokenizer.json").get_vocab_size()
+    if have <= cfg.model.vocab_size:
+        return cfg, ""
+    grown = -(-have // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+    note = (f"vocab {grown}: the tokenizer's {have} ids rounded up to a multiple of {VOCAB_MULTIPLE} "
+            f"(the preset's {cfg.model.vocab_size} is too small)")
+    return cfg.replace(model=cfg.model.replace(vocab_size=grown)), note
+
+
+def load_for_training(cfg, data_dir, quiet: bool = False, tokenizer=None) -> TrainingData:
     """Tokenizer and fixed-shape train/eval batches for a TrainConfig; fails early (DataError)
-    on missing files, a tokenizer larger than the model's vocab or a batch larger than the data."""
+    on missing files, a tokenizer larger than the model's vocab or a batch larger than the data.
+    `tokenizer` (a tokenizer.json path) encodes the texts instead of the data directory's own:
+    a run that starts from another run's weights reads any data with that run's tokenizer."""
     data_dir = ensure_prepared(data_dir, cfg.model.vocab_size, quiet)
-    tok = load_tokenizer(data_dir / "tokenizer.json")
+    tokenizer = Path(tokenizer) if tokenizer is not None else data_dir / "tokenizer.json"
+    tok = load_tokenizer(tokenizer)
     if tok.get_vocab_size() > cfg.model.vocab_size:
-        raise DataError(f"the tokenizer has {tok.get_vocab_size()} ids but the model's vocab_size is "
-                        f"{cfg.model.vocab_size}: pass --vocab-size {tok.get_vocab_size()} or larger")
+        raise DataError(f"{tokenizer} has {tok.get_vocab_size()} ids but the model's vocab_size is "
+                        f"{cfg.model.vocab_size}: pass --vocab-size {tok.get_vocab_size()} or larger, or "
+                        f"leave --vocab-size out to fit it to the tokenizer")
     max_len = cfg.model.max_seq_len
     train = encode_texts(tok, load_texts(data_dir / "train.jsonl"), max_len)
     held = encode_texts(tok, load_texts(data_dir / "eval.jsonl"), max_len)

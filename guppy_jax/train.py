@@ -3,7 +3,9 @@
 With no arguments it picks a preset for the machine (guppy-9m on a GPU, cpu otherwise),
 prepares the Guppy data and tokenizer if they are missing, trains with a progress bar,
 evaluates, checkpoints, draws the loss curve and lets the fish answer a few prompts.
-`--resume` continues a run from its latest checkpoint, bit for bit; Ctrl-C saves first.
+`--resume` continues a run from its latest checkpoint, bit for bit, on the run's own config;
+`--init-from RUN` starts a new run from another run's weights (an imported original, say).
+Ctrl-C saves first.
 With several devices it trains data parallel on all of them (--mesh to choose); with
 --coordinator/--num-processes/--process-id, one such command per machine trains as one
 run (see README, "Scaling out").
@@ -13,20 +15,28 @@ from __future__ import annotations
 import os
 
 from . import cli
+from .checkpoint import CheckpointError, read_run_config
 from .config import PRESETS, ConfigError, ModelConfig, OptimConfig, TrainConfig
-from .trainer import TrainError, train
+from .trainer import TrainError, saved_run, train
 
 __all__ = ["build_parser", "resolve_config", "main", "train", "TrainError"]
 
 
 def build_parser():
     parser = cli.make_parser("train", __doc__)
-    cli.add_preset(parser, PRESETS, "guppy-9m: the original recipe; cpu: <= 10 min on 2 cores; tiny: "
-                                    "tests. Default: guppy-9m when JAX sees a GPU, else cpu")
+    cli.add_preset(parser, PRESETS, "guppy-9m: the original recipe; cpu: 5-7 min on 2 cores; tiny: "
+                                    "tests. Default: guppy-9m when JAX sees a GPU, else cpu; with --resume "
+                                    "or --init-from, that run's own config")
     cli.add_data_dir(parser)
     cli.add_run_dir(parser, "run directory for checkpoints and logs", "--out")
     parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --run-dir from its newest readable checkpoint")
+                        help="continue the run in --run-dir from its newest readable checkpoint, with the "
+                             "config it was started with (flags may change only the eval/checkpoint cadence)")
+    parser.add_argument("--init-from", metavar="RUN",
+                        help="start a new run from the weights of the run directory RUN (its best checkpoint, "
+                             "else its newest), with RUN's model, tokenizer and recipe, a fresh optimizer and "
+                             "schedule: fine-tuning, e.g. of `convert import best_model.pt --run-dir RUN`. "
+                             "--data-dir's texts are read with RUN's tokenizer")
     parser.add_argument("--force", action="store_true",
                         help="start over in a --run-dir that holds a run: deletes its checkpoints and logs")
     parser.add_argument("--stop-after", type=int, default=None, metavar="N",
@@ -65,15 +75,25 @@ def join_processes(args) -> None:
 
 
 def resolve_config(args, backend: str) -> tuple[str, TrainConfig, str]:
-    """(preset name, config with the flags applied, a line announcing an automatic choice)."""
+    """(preset name, config with the flags applied, a line announcing an automatic choice).
+    The base is --preset when given; else, with --resume or --init-from, that run's own
+    config.json (so no flag needs repeating); else the preset for this machine."""
     note = ""
     preset = args.preset
-    if preset is None:
-        preset = "cpu" if backend == "cpu" else "guppy-9m"
-        note = ("JAX sees no accelerator: using the 'cpu' preset (about 10 minutes on 2 cores). "
-                "Pass --preset guppy-9m for the original recipe." if backend == "cpu" else
-                f"JAX sees a {backend.upper()}: using the 'guppy-9m' preset (the original recipe).")
-    cfg = PRESETS[preset]
+    own = args.init_from or (args.run_dir if args.resume else None)
+    saved = saved_run(own) if own and preset is None else {}
+    if saved:
+        preset, cfg = saved.get("preset", "custom"), read_run_config(own)
+        note = f"using the config of {own} (preset {preset}); flags given on the command line change it"
+    else:
+        if preset is None:
+            preset = "cpu" if backend == "cpu" else "guppy-9m"
+            note = ("JAX sees no accelerator: using the 'cpu' preset (5-7 minutes on 2 cores). "
+                    "Pass --preset guppy-9m for the original recipe." if backend == "cpu" else
+                    f"JAX sees a {backend.upper()}: using the 'guppy-9m' preset (the original recipe).")
+        cfg = PRESETS[preset]
+        if args.init_from:  # the preset's recipe on the source run's model
+            cfg = cfg.replace(model=read_run_config(args.init_from).model)
     model = cfg.model.replace(**cli.overrides(args, ModelConfig))
     optim = cfg.optim.replace(**cli.overrides(args, OptimConfig))
     loop = {k: v for k, v in cli.overrides(args, TrainConfig).items() if k not in ("model", "optim")}
@@ -91,13 +111,15 @@ def main(argv=None) -> int:
         preset, cfg, note = resolve_config(args, jax.default_backend())
     except (ConfigError, TypeError, DistributedError) as err:
         return cli.error(err, cli.EXIT_USAGE)
-    except JoinError as err:
+    except (JoinError, TrainError, CheckpointError) as err:
         return cli.error(err, cli.EXIT_FAILED)
     if note and not args.quiet and is_main():
         print(note)
+    # a new run whose vocab the user did not choose fits it to the data's tokenizer
+    fit_vocab = "vocab_size" not in cli.overrides(args, ModelConfig) and not (args.resume or args.init_from)
     try:
         summary = train(cfg, args.run_dir, args.data_dir, args.resume, preset, args.stop_after, args.quiet,
-                        force=args.force, mesh=args.mesh)
+                        force=args.force, mesh=args.mesh, init_from=args.init_from, fit_vocab_to_data=fit_vocab)
     except ConfigError as err:  # e.g. a config that cannot fit in memory
         return cli.error(err, cli.EXIT_USAGE)
     except (TrainError, ValueError, OSError) as err:

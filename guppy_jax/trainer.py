@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 from contextlib import ExitStack
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -36,9 +37,9 @@ import numpy as np
 from .checkpoint import (CheckpointSaveError, RunCheckpoints, RunLock, clear_run, config_differences,
                          holds_checkpoints, read_run_config, write_run_config)
 from .cli import DEFAULT_DATA
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
 from .data import DataError, mean_eval_loss, non_pad_share, stack_batches
-from .datadir import TrainingData, load_for_training
+from .datadir import TrainingData, ensure_prepared, fit_vocab, load_for_training
 from .distributed import any_process, barrier, is_main, same_everywhere, to_host, together
 from .memory import check_train_fits, is_out_of_memory
 from .mesh import Mesh, MeshError, check_batch, describe, make_mesh, mesh_shape, place_batch, place_state
@@ -68,6 +69,7 @@ class Run:
     dropout_rng: jax.Array
     start_step: int
     mesh: Mesh          # the devices it trains on (guppy_jax/mesh.py): batches split, state placed
+    notes: tuple[str, ...] = ()  # automatic choices the start line reports (a vocab fitted to the data)
 
 
 @dataclass
@@ -79,6 +81,7 @@ class LoopState:
     last_good_step: int = 0                 # the last step whose metrics were read and finite
     status: str = "finished"                # or "interrupted", "non-finite"
     non_pad_share: float | None = None      # of the first batch: how full the rows are
+    call_lengths: set = dataclasses.field(default_factory=set)  # steps per jitted call, as run
 
 
 class MetricsLog:
@@ -163,7 +166,10 @@ def check_run_dir(cfg: TrainConfig, out: Path, resume: bool, force: bool = False
     """A fresh run needs a run directory without checkpoints (--force clears one); a resumed
     one the same config."""
     if resume:
-        diffs = config_differences(read_run_config(out), cfg)
+        saved = read_run_config(out)
+        if saved.dtype == "auto":  # an imported run: it computes in whatever this device picks
+            saved = saved.replace(dtype=cfg.dtype)
+        diffs = config_differences(saved, cfg)
         if diffs:
             raise TrainError(f"{out} holds a run with a different config; refusing to resume:\n  "
                              + "\n  ".join(diffs))
@@ -223,12 +229,12 @@ def open_mesh(cfg: TrainConfig, mesh_spec: str | None) -> Mesh:
     return mesh
 
 
-def open_data(cfg: TrainConfig, data_dir, quiet: bool) -> TrainingData:
+def open_data(cfg: TrainConfig, data_dir, quiet: bool, tokenizer=None) -> TrainingData:
     """The batches. With many processes, process 0 loads first (preparing missing data),
     then the others, and all of them check that they read the same data."""
     def load():
         try:
-            return load_for_training(cfg, data_dir, quiet)
+            return load_for_training(cfg, data_dir, quiet, tokenizer)
         except DataError as err:
             raise TrainError(str(err)) from None
     first = together("load the data", lambda: load() if is_main() else None)
@@ -241,25 +247,65 @@ def open_data(cfg: TrainConfig, data_dir, quiet: bool) -> TrainingData:
     return data
 
 
+def saved_run(run_dir) -> dict:
+    """The run directory's config.json as written ({"preset", "train", and "init_from" for a
+    run that started from another run's weights}); {} when there is none."""
+    path = Path(run_dir) / "config.json"
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError) as err:
+        raise TrainError(f"{path}: unreadable ({err})") from None
+
+
+def load_source(cfg: TrainConfig, source) -> dict:
+    """The weights of the run `cfg` starts from (its best checkpoint, else its newest), checked
+    against cfg's model: only dropout may differ."""
+    from .checkpoint import CheckpointError, load_for_inference
+    try:
+        model, params, _ = load_for_inference(source)
+    except CheckpointError as err:
+        raise TrainError(f"--init-from {source}: {err}") from None
+    mine, theirs = cfg.model.replace(dropout=0.0).to_dict(), model.replace(dropout=0.0).to_dict()
+    diffs = [f"{k}: {theirs[k]} there, {mine[k]} here" for k in mine if mine[k] != theirs[k]]
+    if diffs:
+        raise TrainError(f"--init-from {source}: its model differs ({'; '.join(diffs)}); leave the model "
+                         f"flags out to train on its own")
+    return params
+
+
 def open_run(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False, preset: str = "custom",
-             quiet: bool = False, force: bool = False, mesh_spec: str | None = None) -> tuple[Run, LoopState]:
+             quiet: bool = False, force: bool = False, mesh_spec: str | None = None, init_from=None,
+             fit_vocab_to_data: bool = False) -> tuple[Run, LoopState]:
     """Check the run directory, load the data, create the TrainState on the mesh (restored,
-    and re-split for this mesh, when resuming) and the jitted steps."""
+    and re-split for this mesh, when resuming; from another run's weights with `init_from`)
+    and the jitted steps. `fit_vocab_to_data` grows a vocab too small for the data's tokenizer."""
     out = Path(out)
     mesh = open_mesh(cfg, mesh_spec)
+    notes = []
+    if fit_vocab_to_data:
+        together("prepare the data", lambda: is_main() and ensure_prepared(data_dir, cfg.model.vocab_size, quiet))
+        cfg, note = fit_vocab(cfg, data_dir)
+        notes += [note] if note else []
     check_run_dir(cfg, out, resume, force)
-    data = open_data(cfg, data_dir, quiet)
+    # a run started from another run's weights reads its data with that run's tokenizer
+    init_from = saved_run(out).get("init_from") if resume else init_from
+    tokenizer = None
+    if init_from is not None:
+        tokenizer = out / "tokenizer.json" if resume else Path(init_from) / "tokenizer.json"
+    source_params = load_source(cfg, init_from) if init_from is not None and not resume else None
+    data = open_data(cfg, data_dir, quiet, tokenizer)
     together("fit in memory", lambda: check_train_fits(cfg.model, cfg.batch_size, data.report["seq_len"],
                                                         jax.local_devices()[0]))
-    if resume:
+    if resume and init_from is None:
         check_same_tokenizer(out, data_dir)
     together("write config.json", lambda: is_main() and write_run_config(
-        out, cfg, preset, Path(data_dir) / "tokenizer.json", copy_tokenizer=not resume))
+        out, cfg, preset, tokenizer or Path(data_dir) / "tokenizer.json", copy_tokenizer=not resume,
+        init_from=None if init_from is None else str(init_from)))
     dtype = compute_dtype(cfg.dtype)
     root = jax.random.key(cfg.seed)
     scaler = LossScale.create() if needs_loss_scaling(cfg.dtype) else None
-    state = place_state(create_state(cfg.model, cfg.optim, init_params(cfg.model, jax.random.fold_in(root, 0)),
-                                     dtype, scaler), mesh)
+    params = source_params if source_params is not None else init_params(cfg.model, jax.random.fold_in(root, 0))
+    state = place_state(create_state(cfg.model, cfg.optim, params, dtype, scaler), mesh)
     ckpts = RunCheckpoints(out, cfg.keep_checkpoints)
     loop = LoopState(state)
     if resume:
@@ -270,7 +316,8 @@ def open_run(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False,
     for note in metrics.notes:
         print(f"note: {note}", file=sys.stderr)
     run = Run(cfg, out, preset, data, ckpts, metrics, make_train_step(cfg.steps_per_call),
-              make_eval_step(GuppyLM(cfg.model, dtype).apply), jax.random.fold_in(root, 1), start_step, mesh)
+              make_eval_step(GuppyLM(cfg.model, dtype).apply), jax.random.fold_in(root, 1), start_step, mesh,
+              tuple(notes))
     return run, loop
 
 
@@ -316,26 +363,39 @@ def evaluate(run: Run, loop: LoopState, step: int, bar, quiet: bool) -> None:
         run.ckpts.save(loop.state, meta(run, loop), best=True)
 
 
+def call_length(step: int, end_step: int, cfg: TrainConfig) -> int:
+    """How many steps the jitted call after `step` runs: steps_per_call, or fewer so that it
+    ends exactly at the next evaluation, checkpoint or end_step (a shorter call compiles once
+    more, since its stacked batch has another shape)."""
+    n = min(cfg.steps_per_call, end_step - step)
+    for every in (cfg.eval_every, cfg.checkpoint_every):
+        n = min(n, every - step % every)
+    return n
+
+
 def run_loop(run: Run, loop: LoopState, end_step: int, stop: StopOnSignal, bar, quiet: bool) -> None:
-    """Train from run.start_step to end_step, k steps per jitted call."""
+    """Train from run.start_step to end_step, up to k steps per jitted call."""
     cfg, k = run.cfg, run.cfg.steps_per_call
     meter = Throughput()
-    for step in range(run.start_step, end_step, k):
+    step = run.start_step
+    while step < end_step:
         if any_process(stop.requested):  # every process stops at the same step
             loop.status = "interrupted"
             break
-        chunk = [next(run.data.train) for _ in range(k)]
+        n = call_length(step, end_step, cfg)
+        chunk = [next(run.data.train) for _ in range(n)]
         if loop.non_pad_share is None:
             loop.non_pad_share = non_pad_share(chunk[0])
         batch = place_batch(chunk[0] if k == 1 else stack_batches(chunk), run.mesh, stacked=k > 1)
         loop.state, metrics = run.step_fn(loop.state, batch, run.dropout_rng)
+        loop.call_lengths.add(n)
         if loop.pending is not None:
             read_metrics(run, loop, bar, meter)
         loop.pending = (step + 1, metrics)
         if step == run.start_step:  # the first call includes compilation: time tokens/s after it
             jax.block_until_ready(metrics)
             meter.reset()
-        done = step + k
+        step = done = step + n
         if done % cfg.eval_every == 0 or done == cfg.optim.steps:
             read_metrics(run, loop, bar, meter)
             evaluate(run, loop, done, bar, quiet)
@@ -362,6 +422,7 @@ def finish(run: Run, loop: LoopState, started: float) -> dict:
     summary = {"preset": run.preset, "status": loop.status, "step": step,
                "wall_s": time.perf_counter() - started, "best_eval_loss": loop.best_eval,
                "compiles": {"train_step": run.step_fn._cache_size(), "eval_step": run.eval_fn._cache_size()},
+               "call_lengths": sorted(loop.call_lengths),
                "non_pad_share": loop.non_pad_share, "params": run.cfg.model.num_params(),
                "backend": jax.default_backend(), "dtype": run.cfg.dtype, "devices": int(run.mesh.devices.size),
                "processes": jax.process_count(), "mesh": dict(run.mesh.shape), **run.data.report}
@@ -398,7 +459,7 @@ def start_line(run: Run, end_step: int) -> str:
     return (f"run {run.out}: preset {run.preset}, {cfg.model.num_params():,} params, batch {cfg.batch_size} x "
             f"{report['seq_len']} ({'packed' if cfg.packing else 'padded'}), steps {run.start_step}->{end_step} "
             f"on {describe(run.mesh)} in {cfg.dtype}; {report['train_samples']} train / "
-            f"{report['eval_samples']} eval samples")
+            f"{report['eval_samples']} eval samples" + "".join(f"; {note}" for note in run.notes))
 
 
 def out_of_memory_hint(cfg: TrainConfig) -> str:
@@ -409,12 +470,18 @@ def out_of_memory_hint(cfg: TrainConfig) -> str:
 
 def train(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False, preset: str = "custom",
           stop_after: int | None = None, quiet: bool = False, show_samples: bool = True,
-          force: bool = False, mesh: str | None = None) -> dict:
-    """Run (or resume) training; returns the summary written to out/summary.json."""
+          force: bool = False, mesh: str | None = None, init_from=None, fit_vocab_to_data: bool = False) -> dict:
+    """Run (or resume) training; returns the summary written to out/summary.json.
+
+    `init_from`: a run directory whose weights (best checkpoint first), model and tokenizer a
+    fresh run starts from, with a new optimizer and schedule (fine-tuning an imported model).
+    `fit_vocab_to_data`: grow cfg's vocab when the data's tokenizer has more ids
+    (datadir.fit_vocab), for a user who did not choose one."""
     started = time.perf_counter()
-    k = cfg.steps_per_call
-    if stop_after is not None and (stop_after <= 0 or stop_after % k):
-        raise TrainError(f"--stop-after ({stop_after}) must be a positive multiple of steps_per_call ({k})")
+    if stop_after is not None and stop_after <= 0:
+        raise ConfigError(f"--stop-after must be at least 1, got {stop_after}")
+    if init_from is not None and resume:
+        raise ConfigError("--init-from starts a new run; --resume continues one: pass one of them")
     asked_quiet, quiet = quiet, quiet or not is_main()  # with many processes, process 0 speaks for all
     dtype, why = resolve(cfg.dtype, jax.devices()[0])
     if not quiet:
@@ -422,19 +489,21 @@ def train(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False, pr
     cfg = cfg.replace(dtype=dtype)  # the run stores what it computes in
     with ExitStack() as held, StopOnSignal(quiet) as stop:
         together("open the run directory", lambda: is_main() and held.enter_context(locked_run_dir(out)))
-        run, loop = open_run(cfg, out, data_dir, resume, preset, quiet, force, mesh)
+        run, loop = open_run(cfg, out, data_dir, resume, preset, quiet, force, mesh, init_from, fit_vocab_to_data)
         summary = train_and_finish(run, loop, stop_after, stop, quiet, started)
     if loop.status == "interrupted" and is_main():
         print(f"interrupted: saved step {summary['step']} to {run.out / 'checkpoints'}; "
               f"continue with --resume", flush=True)
     if show_samples and not asked_quiet and loop.status == "finished":  # every process gathers the weights
         try:
-            print_samples(cfg, loop.state.params, run.data.tok)
+            print_samples(run.cfg, loop.state.params, run.data.tok)
         except KeyboardInterrupt:
             print("\n(samples skipped; the run is saved)")
     if not quiet:
+        lengths = summary["call_lengths"]
+        calls = f" (calls of {' and '.join(map(str, lengths))} steps)" if len(lengths) > 1 else ""
         print(f"\n{loop.status} at step {summary['step']} in {summary['wall_s']:.0f}s; best eval loss "
-              f"{loop.best_eval:.4f}; compiled train step {summary['compiles']['train_step']}x, eval step "
+              f"{loop.best_eval:.4f}; compiled train step {summary['compiles']['train_step']}x{calls}, eval step "
               f"{summary['compiles']['eval_step']}x; loss curve: {run.out / 'loss_curve.png'}")
     return summary
 

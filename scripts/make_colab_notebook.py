@@ -37,11 +37,24 @@ PREALLOCATE = False   # True lets JAX take 75% of GPU memory up front (faster to
     ("markdown", """## 1. Install
 
 Colab's own `jax` and `torch` stay as they are; only guppy-jax and what it lacks are added."""),
+    # The `!` cells below start a shell with os.fork(). Once JAX runs in this kernel (section 2
+    # on), it warns at every fork of the kernel that a forked JAX would deadlock; a `!` child only
+    # starts a shell, which never touches JAX, so each `!` cell would print a RuntimeWarning that
+    # is a false alarm. The cell therefore ignores exactly that warning, before JAX is imported
+    # (in this kernel only: the commands the `!` cells run still warn as they would).
+    # This is the clearest of the ways out for a reader: one line, and the cells keep the `!`
+    # everyone knows. A helper running the commands through subprocess would lose what `!` gives
+    # the train cell (a terminal for the progress bar, Ctrl-C reaching train so that it saves), and
+    # ordering the cells so that JAX is not imported before a `!` breaks as soon as a cell is re-run.
     ("code", """import os
 import subprocess
 import sys
+import warnings
 
 IN_COLAB = "google.colab" in sys.modules
+# the `!` cells fork this kernel to start a shell; JAX, once running here, warns at each fork,
+# a false alarm when the child only starts a shell
+warnings.filterwarnings("ignore", message=r"os\\.fork\\(\\) was called", category=RuntimeWarning)
 if not PREALLOCATE:
     os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"  # read when JAX starts, here and in the runs below
 if IN_COLAB:

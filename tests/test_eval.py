@@ -1,9 +1,13 @@
 """The eval command on a tiny trained run."""
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 
 from guppy_jax import eval as guppy_eval
+from guppy_jax.cli import REPO
 
 
 def test_eval_prints_its_table(trained, capsys, tmp_path):
@@ -28,3 +32,13 @@ def test_quiet_prints_only_the_scores(trained, capsys):
 def test_bad_temperature_is_a_usage_error(trained, capsys):
     assert guppy_eval.main(["--run-dir", str(trained.run_dir), "--temperature", "nan"]) == 2
     assert "--temperature" in capsys.readouterr().err
+
+
+def test_the_eval_command_writes_nothing_to_stderr(trained, tmp_path):
+    """No library warning (orbax's read-only notice through absl, JAX's fork warning) reaches the user."""
+    env = {**{k: v for k, v in os.environ.items() if k != "GUPPY_DEBUG"}, "GUPPY_COMPILE_CACHE": str(tmp_path / "c")}
+    done = subprocess.run([sys.executable, "-m", "guppy_jax.eval", "--run-dir", str(trained.run_dir), "--data-dir",
+                           str(trained.data_dir), "--variants", "lowercase", "--quiet"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "keyword hit rate" in done.stdout
+    assert done.stderr == ""

@@ -22,24 +22,54 @@ def test_the_notebook_is_committed_without_outputs_and_matches_its_source():
     assert module.main(["--check"]) == 0
 
 
-def test_the_notebook_trains_chats_evaluates_and_exports_on_cpu(tmp_path, data_dir, monkeypatch):
+@pytest.fixture(scope="module")
+def colab_run(tmp_path_factory, data_dir):
+    """The Colab notebook executed on CPU with the tiny preset: (its directory, the executed notebook)."""
     papermill = pytest.importorskip("papermill")
-    monkeypatch.setenv("PYTHONPATH", str(REPO))  # the kernel finds this checkout, installed or not
     pytest.importorskip("torch")  # the export step writes the original's PyTorch format
-    out = tmp_path / "executed.ipynb"
-    params = {"PRESET": "tiny", "RUN_DIR": str(tmp_path / "run"), "DATA_DIR": str(data_dir),
-              "EXPORT_DIR": str(tmp_path / "exported"), "EXTRA_FLAGS": ["--quiet"], "PROMPTS": ["hi guppy"]}
-    papermill.execute_notebook(str(NOTEBOOK), str(out), parameters=params, cwd=str(tmp_path),
-                               kernel_name="python3", progress_bar=False)
-    executed = nbformat.read(out, as_version=4)
-    text = "\n".join(o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
+    where = tmp_path_factory.mktemp("colab")
+    out = where / "executed.ipynb"
+    params = {"PRESET": "tiny", "RUN_DIR": str(where / "run"), "DATA_DIR": str(data_dir),
+              "EXPORT_DIR": str(where / "exported"), "EXTRA_FLAGS": ["--quiet"], "PROMPTS": ["hi guppy"]}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PYTHONPATH", str(REPO))  # the kernel finds this checkout, installed or not
+        patch.delenv("GUPPY_DEBUG", raising=False)  # the notebook as a user runs it
+        papermill.execute_notebook(str(NOTEBOOK), str(out), parameters=params, cwd=str(where),
+                                   kernel_name="python3", progress_bar=False)
+    return where, nbformat.read(out, as_version=4)
+
+
+def output_texts(notebook) -> list[str]:
+    """Every code cell output as text: streams (stdout, stderr), displayed text and tracebacks."""
+    texts = []
+    for cell in (c for c in notebook.cells if c.cell_type == "code"):
+        for output in cell.outputs:
+            texts.append(output.get("text", "") + output.get("data", {}).get("text/plain", "")
+                         + "\n".join(output.get("traceback", [])))
+    return texts
+
+
+def test_the_notebook_trains_chats_evaluates_and_exports_on_cpu(colab_run):
+    where, executed = colab_run
+    text = "\n".join(output_texts(executed))
     assert "precision: float32" in text and "Guppy> " in text and "keyword hit rate" in text
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "finished"
-    assert {p.name for p in (tmp_path / "exported").iterdir()} >= {"model.safetensors", "config.json",
-                                                                    "tokenizer.json"}
-    assert (tmp_path / "guppy_exported.zip").stat().st_size > 10_000
+    assert json.loads((where / "run" / "summary.json").read_text())["status"] == "finished"
+    assert {p.name for p in (where / "exported").iterdir()} >= {"model.safetensors", "config.json",
+                                                                 "tokenizer.json"}
+    assert (where / "guppy_exported.zip").stat().st_size > 10_000
     images = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
     assert images, "the loss curve was not shown"
+
+
+def test_the_notebook_shows_no_library_warnings(colab_run):
+    """Neither JAX's fork warning (the `!` cells fork the kernel) nor orbax's read-only notice
+    (the chat and eval cells load the run read-only) reaches the reader."""
+    _, executed = colab_run
+    texts = output_texts(executed)
+    assert any("Guppy> " in text for text in texts)  # the outputs were read
+    leaks = [text for text in texts for bad in ("os.fork() was called", "WARNING:absl", "read only=")
+             if bad in text]
+    assert not leaks, leaks
 
 
 WALKTHROUGH = REPO / "notebooks" / "walkthrough.ipynb"

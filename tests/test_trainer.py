@@ -37,13 +37,14 @@ def test_tiny_run_learns_and_compiles_once(tmp_path, data_dir, packing):
     assert len(list((tmp_path / "run" / "best").iterdir())) == 1
 
 
-@pytest.mark.parametrize("k", [1, 2])
+@pytest.mark.parametrize("k", [1, 2, 4])
 def test_resume_is_bit_exact(tmp_path, data_dir, k):
     cfg = TINY.replace(optim=TINY.optim.replace(steps=20), checkpoint_every=4,
                        steps_per_call=k)
     whole_summary = run(cfg, tmp_path / "whole", data_dir)
-    assert whole_summary["compiles"] == {"train_step": 1, "eval_step": 1}
-    first = run(cfg, tmp_path / "split", data_dir, stop_after=6)
+    # k=4 ends a call early at the eval at step 10: calls of 4 and 2, one compile each
+    assert whole_summary["compiles"] == {"train_step": len(whole_summary["call_lengths"]), "eval_step": 1}
+    first = run(cfg, tmp_path / "split", data_dir, stop_after=6)  # 6: not a multiple of k=4
     assert first["status"] == "finished" and first["step"] == 6
     run(cfg, tmp_path / "split", data_dir, resume=True)
     whole, split = losses(tmp_path / "whole"), losses(tmp_path / "split")
@@ -59,10 +60,38 @@ def test_several_steps_per_call_train_the_same(tmp_path, data_dir):
     assert sorted(a) == sorted(b) and max(abs(a[s] - b[s]) for s in a) <= 1e-6
 
 
-def test_steps_per_call_must_divide_the_cadences():
-    from guppy_jax.config import ConfigError
-    with pytest.raises(ConfigError, match=r"eval_every \(10\) must be a multiple of steps_per_call \(4\)"):
-        TINY.replace(steps_per_call=4, optim=TINY.optim.replace(steps=32))
+def test_any_step_count_trains_exactly_that_many_with_one_more_compile(tmp_path, data_dir):
+    # 4 steps per call, 5 steps: a call of 4, then a call of 1 (one more compile), not a refusal
+    cfg = TINY.replace(steps_per_call=4, optim=TINY.optim.replace(steps=5))
+    summary = run(cfg, tmp_path / "k4", data_dir)
+    assert summary["step"] == 5 and sorted(losses(tmp_path / "k4")) == [1, 2, 3, 4, 5]
+    assert summary["call_lengths"] == [1, 4] and summary["compiles"]["train_step"] == 2
+    one = run(cfg.replace(steps_per_call=1), tmp_path / "k1", data_dir)
+    assert one["call_lengths"] == [1] and one["compiles"]["train_step"] == 1
+    a, b = losses(tmp_path / "k4"), losses(tmp_path / "k1")
+    assert max(abs(a[s] - b[s]) for s in a) <= 1e-6
+
+
+def test_a_call_ends_early_at_an_eval_or_checkpoint_that_falls_inside_it(tmp_path, data_dir):
+    cfg = TINY.replace(steps_per_call=4, eval_every=6, checkpoint_every=7, optim=TINY.optim.replace(steps=12))
+    summary = run(cfg, tmp_path / "run", data_dir)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "eval_loss" in r] == [6, 12]
+    assert sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir()) == [7, 12]
+    assert sorted(r["step"] for r in rows if "loss" in r) == list(range(1, 13))
+    # 0-4, 4-6 (eval), 6-7 (checkpoint), 7-11, 11-12 (the end)
+    assert summary["call_lengths"] == [1, 2, 4]
+
+
+def test_vocab_grows_to_fit_a_larger_tokenizer_rounded_to_64(data_dir):
+    from guppy_jax.datadir import fit_vocab
+    from guppy_jax.tokenizer import load_tokenizer
+    have = load_tokenizer(data_dir / "tokenizer.json").get_vocab_size()
+    small = TINY.replace(model=TINY.model.replace(vocab_size=1000))
+    fitted, note = fit_vocab(small, data_dir)
+    assert fitted.model.vocab_size % 64 == 0 and have <= fitted.model.vocab_size < have + 64
+    assert f"the tokenizer's {have} ids rounded up to a multiple of 64" in note
+    assert fit_vocab(TINY, data_dir) == (TINY, "")  # large enough: the preset's model is kept
 
 
 def test_resume_refuses_a_different_config(tmp_path, data_dir):
