@@ -1,5 +1,8 @@
 """The convert command: original checkpoints and safetensors in, reference-loadable files out."""
 import json
+import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -160,3 +163,118 @@ def test_convert_export_can_write_onnx_too(trained, tmp_path, capsys):
     want = np.asarray(GuppyLM(cfg).apply({"params": params}, tokens.astype(np.int32)))
     got = OnnxGuppy(out / FLOAT_FILE, cfg).logits(tokens)
     assert float(np.abs(got - want).max()) <= 1e-5
+
+
+# ----------------------------------------------------------------------------- the original's files
+def run_module(*args, cwd=None):
+    from guppy_jax.cli import REPO
+    env = {**os.environ, "GUPPY_COMPILE_CACHE": "off", "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd or REPO, env=env, timeout=600)
+
+
+def test_the_originals_best_model_pt_imports_from_the_command_line_and_chat_answers_like_it(data_dir, tmp_path):
+    from guppy_jax.checkpoint import load_for_inference
+    from guppy_jax.config import PRESETS
+    from guppy_jax.convert_weights import params_to_state_dict, to_torch
+    from guppy_jax.tokenizer import decode, encode, format_prompt, load_tokenizer
+    from reference_torch.model import generate as torch_generate
+    from tests.original_files import original_model, write_best_model
+    cfg = PRESETS["tiny"].model  # its vocab is the data_dir tokenizer's
+    state_dict = write_best_model(tmp_path / "best_model.pt", cfg, step=1200, eval_loss=1.25, seed=3)
+    assert state_dict["lm_head.weight"].data_ptr() == state_dict["tok_emb.weight"].data_ptr()
+    run = tmp_path / "run"
+    done = run_module("guppy_jax.convert", "import", tmp_path / "best_model.pt", "--run-dir", run,
+                      "--tokenizer", data_dir / "tokenizer.json")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"imported {tmp_path / 'best_model.pt'} into {run}") and done.stderr == ""
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["1200"]  # the original's step kept
+    got_cfg, params, _ = load_for_inference(run)
+    assert got_cfg == cfg
+    for key, value in to_torch(params_to_state_dict(jax.device_get(params), cfg)).items():
+        assert torch.equal(value, state_dict[key]), key
+    chat = run_module("guppy_jax.chat", "--run-dir", run, "--prompt", "hi guppy", "--temperature", "0",
+                      "--max-new-tokens", "12")
+    assert chat.returncode == 0, chat.stderr
+    tok = load_tokenizer(data_dir / "tokenizer.json")
+    want = torch_generate(original_model(cfg, seed=3), encode(tok, format_prompt("hi guppy")), 12, temperature=0.0)
+    assert chat.stdout.strip() == f"Guppy> {decode(tok, want).strip()}"
+
+
+def test_trust_pickle_imports_a_best_model_pt_holding_a_config_object_only_when_passed(data_dir, tmp_path, capsys):
+    from guppy_jax.checkpoint import load_for_inference
+    from guppy_jax.config import PRESETS
+    from tests.original_files import write_best_model
+    cfg = PRESETS["tiny"].model
+    path = tmp_path / "best_model.pt"
+    state_dict = write_best_model(path, cfg, config="object")
+    args = ["import", str(path), "--run-dir", str(tmp_path / "run"), "--tokenizer", str(data_dir / "tokenizer.json")]
+    assert convert.main(args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {path}: refused: it holds the Python object tests.original_files.")
+    assert "warning" not in err and len(err.splitlines()) == 1 and not (tmp_path / "run").exists()
+    assert convert.main([*args, "--trust-pickle"]) == 0
+    captured = capsys.readouterr()
+    assert "imported" in captured.out
+    warnings = captured.err.strip().splitlines()
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: {path} holds the Python object "), warnings
+    assert "--trust-pickle" in warnings[0] and "runs any code the file names" in warnings[0]
+    got_cfg, params, _ = load_for_inference(tmp_path / "run")
+    assert got_cfg == cfg
+    assert np.array_equal(np.asarray(params["tok_emb"]["embedding"]), state_dict["tok_emb.weight"].numpy())
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_a_half_precision_pytorch_model_bin_imports_with_one_note(data_dir, tmp_path, capsys, dtype):
+    from guppy_jax.checkpoint import load_for_inference
+    from guppy_jax.config import PRESETS
+    from tests.original_files import original_model
+    cfg = PRESETS["tiny"].model
+    state_dict = {key: value.to(getattr(torch, dtype)) for key, value in original_model(cfg).state_dict().items()}
+    torch.save(state_dict, tmp_path / "pytorch_model.bin")
+    (tmp_path / "config.json").write_text(json.dumps(cfg.to_dict()))
+    args = ["import", str(tmp_path / "pytorch_model.bin"), "--tokenizer", str(data_dir / "tokenizer.json")]
+    assert convert.main([*args, "--run-dir", str(tmp_path / "run")]) == 0
+    assert capsys.readouterr().err.strip() == (f"note: {tmp_path / 'pytorch_model.bin'}: weights are {dtype}: "
+                                               f"upcast to float32")
+    _, params, _ = load_for_inference(tmp_path / "run")
+    assert params["pos_emb"]["embedding"].dtype == np.float32
+    assert np.array_equal(np.asarray(params["pos_emb"]["embedding"]), state_dict["pos_emb.weight"].float().numpy())
+    assert convert.main([*args, "--run-dir", str(tmp_path / "quiet"), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_a_bfloat16_safetensors_file_imports_with_a_note(data_dir, tmp_path, capsys):
+    from guppy_jax.checkpoint import load_for_inference
+    from guppy_jax.config import PRESETS
+    from tests.original_files import original_model
+    cfg = PRESETS["tiny"].model
+    state_dict = {key: value.to(torch.bfloat16).clone() for key, value in original_model(cfg).state_dict().items()}
+    safetensors_torch.save_file(state_dict, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps(cfg.to_dict()))
+    assert convert.main(["import", str(tmp_path / "model.safetensors"), "--run-dir", str(tmp_path / "run"),
+                         "--tokenizer", str(data_dir / "tokenizer.json")]) == 0
+    assert "weights are bfloat16: upcast to float32" in capsys.readouterr().err
+    _, params, _ = load_for_inference(tmp_path / "run")
+    assert np.array_equal(np.asarray(params["blocks_0"]["attn"]["qkv"]["bias"]),
+                          state_dict["blocks.0.attn.qkv.bias"].float().numpy())
+
+
+def test_a_missing_tokenizer_says_where_the_original_keeps_its_own(tmp_path, capsys):
+    from guppy_jax.config import PRESETS
+    from tests.original_files import write_best_model
+    write_best_model(tmp_path / "best_model.pt", PRESETS["tiny"].model)
+    assert convert.main(["import", str(tmp_path / "best_model.pt"), "--run-dir", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {tmp_path / 'tokenizer.json'}: not found") and len(err.splitlines()) == 1
+    assert "pass --tokenizer" in err and "data/tokenizer.json" in err and not (tmp_path / "run").exists()
+
+
+def test_exported_files_honour_the_umask(trained, tmp_path):
+    old = os.umask(0o027)
+    try:
+        assert convert.main(["export", str(trained.run_dir), "--out", str(tmp_path / "exp")]) == 0
+    finally:
+        os.umask(old)
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (tmp_path / "exp").iterdir()}
+    assert modes == {"model.safetensors": oct(0o640), "config.json": oct(0o640), "tokenizer.json": oct(0o640)}
