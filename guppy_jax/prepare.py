@@ -4,15 +4,20 @@
     python -m guppy_jax.prepare --persona data/personas/mochi.toml --out data/generated/mochi
     python -m guppy_jax.prepare --from my_chats.jsonl --out data/generated/mine
     python -m guppy_jax.prepare --from my_dataset/ --out data/generated/mine   # train.jsonl + test.jsonl
+    python -m guppy_jax.prepare --from guppylm_hub/ --out data/generated/hub   # data/train-*.parquet ...
 
 Writes train.jsonl, eval.jsonl, tokenizer.json (byte-level BPE trained on the training text)
 and summary.json into --out. A persona's conversations are generated (5% held out); the same
-seed and persona give byte-identical files. --from reads a JSONL file or a folder of them, in
-any record form train reads: {"input","output"} (the original's published train/test files),
+seed and persona give byte-identical files. --from reads a JSONL or parquet file or a folder of
+them, in any record form train reads: {"input","output"} (the original's published files),
 {"text"} (the original's ChatML train/eval files) or {"messages": [...]}. A folder's
 train.jsonl trains and its eval.jsonl, validation.jsonl, valid.jsonl or test.jsonl evaluates;
-with no eval file, --eval-fraction of the records is held out (seeded). It reports samples,
-tokens, the longest sample, what --max-seq-len will truncate, and the --vocab-size to train with.
+without one, parquet files named by split as the hub names them (train-*.parquet, and test-*,
+validation-*, eval-* for eval), in the folder or its data/ folder, do the same; a folder with
+neither pools its files. With no eval file, --eval-fraction of the records is held out (seeded).
+--out may not be the folder --from reads, nor inside it. Parquet needs pyarrow (pip install
+pyarrow). It reports each split's samples and tokens, the longest sample, what --max-seq-len
+will truncate, and the train line to run.
 """
 from __future__ import annotations
 
@@ -31,7 +36,7 @@ def build_parser():
     parser.add_argument("--persona", default=None, metavar="TOML",
                         help=f"persona file (default: Guppy, {cli.DEFAULT_PERSONA.name})")
     parser.add_argument("--from", dest="source", default=None, metavar="PATH",
-                        help="your own conversations instead of a persona: a JSONL file or a folder")
+                        help="your own conversations instead of a persona: a JSONL or parquet file, or a folder")
     parser.add_argument("--out", default=str(cli.DEFAULT_DATA), metavar="DIR",
                         help="output data directory (default: %(default)s)")
     parser.add_argument("--samples", type=int, default=None,

@@ -45,7 +45,7 @@ def hub_rows(n: int, start: int = 0) -> list[dict]:
              f"i love food {i}.", "category": "food"} for i in range(start, start + n)]
 
 
-def test_your_own_folder_prepares_and_trains_without_renaming(tmp_path, capsys):
+def test_your_own_folder_prepares_and_trains_with_the_line_it_prints(tmp_path, capsys):
     from guppy_jax.train import main as train_main
     write_rows(tmp_path / "src" / "train.jsonl", hub_rows(120))
     write_rows(tmp_path / "src" / "test.jsonl", hub_rows(20, start=120))
@@ -55,10 +55,13 @@ def test_your_own_folder_prepares_and_trains_without_renaming(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert f"train {summary['train']['samples']} samples, {summary['train']['tokens']} tokens" in report
     assert "0 samples longer than the context length (128 tokens)" in report
-    assert f"train with: python -m guppy_jax.train --data-dir {out} --vocab-size " in report
-    vocab = str(summary["train_vocab_size"])
-    assert train_main(["--preset", "tiny", "--data-dir", str(out), "--run-dir", str(tmp_path / "run"),
-                       "--vocab-size", vocab, "--steps", "4", "--quiet"]) == 0
+    assert report.splitlines()[0] == (f"{tmp_path / 'src'}: train 120 samples from train.jsonl; eval 20 samples "
+                                      f"from test.jsonl")
+    train_line = report.splitlines()[-1]
+    assert train_line == f"  train with: python -m guppy_jax.train --data-dir {out}"  # no --vocab-size
+    args = train_line.split("python -m guppy_jax.train ")[1].split()
+    assert train_main([*args, "--preset", "tiny", "--run-dir", str(tmp_path / "run"), "--steps", "4",
+                       "--quiet"]) == 0
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "finished"
 
 
@@ -72,3 +75,13 @@ def test_prepare_from_refuses_bad_lines_and_mixed_flags(tmp_path, capsys):
     assert prepare_main(["--from", str(tmp_path / "mine.jsonl"), "--persona", "x.toml"]) == 2
     assert "leave out --persona" in capsys.readouterr().err
     assert prepare_main(["--from", str(tmp_path / "mine.jsonl"), "--eval-fraction", "1"]) == 2
+
+
+def test_prepare_from_a_pooled_folder_refuses_to_write_into_it(tmp_path, capsys):
+    src = tmp_path / "chats"
+    write_rows(src / "a.jsonl", hub_rows(10))
+    write_rows(src / "b.jsonl", hub_rows(10, start=10))
+    for out in (src, src / "prepared"):
+        assert prepare_main(["--from", str(src), "--out", str(out)]) == 2
+        assert "the folder --from reads" in capsys.readouterr().err
+    assert sorted(p.name for p in src.iterdir()) == ["a.jsonl", "b.jsonl"]
