@@ -1,11 +1,15 @@
 """The persona files and the generator."""
+import functools
+import inspect
 import json
 import re
 import tomllib
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from guppy_jax.datadir import prepare
 from guppy_jax.persona import SLOT, PersonaError, generate, load_persona, parse_persona, split, summarize
 
 PERSONAS = Path(__file__).resolve().parent.parent / "data" / "personas"
@@ -117,3 +121,90 @@ def test_user_typos_give_that_share_of_prompts_one_small_slip():
 def test_user_variation_must_be_a_probability(value):
     with pytest.raises(PersonaError, match="user_variation must be a number in"):
         parse_persona({**RAW_GUPPY, "user_variation": value}, "p.toml")
+
+
+# The text the personas generate: no slips of grammar that a model would learn. Each test
+# reads the whole default data set (`prepare`'s samples and seed), Guppy and Mochi.
+DETERMINERS = ("my", "your", "a", "an", "the", "this", "that", "some")
+_DET = "|".join(DETERMINERS)
+# "my the red pellets", "the the", "a the": a determiner straight after another. "this"/"that"
+# after "is"/"was" is a pronoun, not a determiner ("is that your friend", "Is that the string?").
+DOUBLED_DETERMINER = re.compile(
+    rf"\b(?:my|your|an?|the|some|(?<!\bis )(?<!\bwas )(?:this|that))\s+(?:{_DET})\b", re.IGNORECASE)
+# "a okay tank", "an pellet"; "more a pellet", "a lot of the red pellets", "a little a pea":
+# a pool entry that brings its own determiner, put after a word that wants a bare noun.
+ARTICLE_SLIP = re.compile(rf"\ba\s+[aeiou]\w*|\ban\s+[b-df-hj-np-tv-z]\w*"
+                          rf"|\b(?:more|a lot of|a little)\s+(?:{_DET})\b", re.IGNORECASE)
+
+
+@functools.cache
+def default_set(name: str) -> tuple[dict, ...]:
+    defaults = inspect.signature(prepare).parameters
+    return tuple(generate(load_persona(PERSONAS / f"{name}.toml"), defaults["samples"].default,
+                          defaults["seed"].default))
+
+
+def _slips(name: str, pattern: re.Pattern) -> list[str]:
+    return [f"{r['category']!r} {field}: {r[field]!r}" for r in default_set(name)
+            for field in ("input", "output") if pattern.search(r[field])]
+
+
+def _report(slips: list[str], pattern: re.Pattern, name: str) -> str:
+    pairs = Counter(m.group(0).lower() for s in slips for m in pattern.finditer(s.split(": ", 1)[1]))
+    return (f"{len(slips)} {name} samples with a slip ({dict(pairs.most_common())}), e.g.\n  "
+            + "\n  ".join(slips[:20]))
+
+
+@pytest.mark.parametrize("name", ["guppy", "mochi"])
+def test_no_doubled_or_clashing_determiner_in_the_default_set(name):
+    slips = _slips(name, DOUBLED_DETERMINER)
+    assert not slips, _report(slips, DOUBLED_DETERMINER, name)
+
+
+@pytest.mark.parametrize("name", ["guppy", "mochi"])
+def test_no_article_slip_in_the_default_set(name):
+    slips = _slips(name, ARTICLE_SLIP)
+    assert not slips, _report(slips, ARTICLE_SLIP, name)
+
+
+def _plural(phrase: str) -> bool:
+    """A pool entry's number, by its head noun: "my tail and fins", "bloodworms", "tiny shrimp"
+    are plural; "a crumb of something", "the neighbor's dog" singular. A rough rule for pools."""
+    words = phrase.lower().split()
+    if "and" in words:
+        return True
+    if words[0] in ("a", "an", "whatever"):  # "a brine shrimp"; "whatever sinks" is one thing
+        return False
+    head = words[words.index("of") - 1] if "of" in words else words[-1]
+    return head in ("shrimp", "fish") or (head.endswith("s") and not head.endswith("ss"))
+
+
+_NOT_VERBS = {"always", "sometimes", "perhaps", "plus", "thus", "towards", "across", "unless", "besides"}
+_PLURAL_VERBS = {"are", "were", "have", "do", "say", "go", "need", "work", "agree"}
+_PREPOSITIONS = {"of", "for", "with", "to", "about", "like", "from", "at", "in", "on", "than", "by"}
+
+
+@pytest.mark.parametrize("name", ["guppy", "mochi"])
+def test_a_slot_before_a_verb_agrees_with_every_entry_of_its_pool(name):
+    """"{fin} say hi too" with "my tail": a slot straight before a verb is its subject, so
+    every entry of the pool must have the verb's number ("is"/"tastes": singular, "are"/"say":
+    plural). A pool that mixes "a pellet" and "bloodworms" can only be an object."""
+    persona = load_persona(PERSONAS / f"{name}.toml")
+    templates = [t for topic in persona.topics for t in topic.prompts + topic.responses]
+    templates += persona.tails
+    slips = []
+    for template in templates:
+        for before, slot, verb in re.findall(r"(\w*) ?\{(\w+)\} (\w+)", template):
+            verb = verb.lower()
+            if before.lower() in _PREPOSITIONS:  # "the taste of {food} is": not the subject
+                continue
+            singular = verb in {"is", "was", "has", "does"} or (
+                len(verb) > 3 and verb.endswith("s") and not verb.endswith("ss") and verb not in _NOT_VERBS)
+            if singular:
+                wrong = [e for e in persona.pools[slot] if _plural(e)]
+            elif verb in _PLURAL_VERBS:
+                wrong = [e for e in persona.pools[slot] if not _plural(e)]
+            else:
+                continue
+            slips += [f"{template!r}: {e!r} {verb}" for e in wrong]
+    assert not slips, f"{len(slips)} subject-verb slips:\n  " + "\n  ".join(slips)
