@@ -50,6 +50,8 @@ class CheckpointSaveError(CheckpointError):
     """A save that failed (disk full, I/O error); its partial files are already removed."""
 
 
+MAX_VANISHED = 20  # steps deleted under a reader in a row before it gives up
+
 READ_ONLY_NOTICE = "Given directory is read only"  # how orbax's log record for a read-only manager starts
 
 
@@ -211,27 +213,64 @@ class RunCheckpoints:
         return self.periodic.latest_step()
 
     # ------------------------------------------------------------------------- restore
-    def _first_readable(self, candidates, items, what: str):
-        """Restore the first (manager, step) of candidates that reads back; note the others."""
-        failures = []
-        for manager, step in candidates:
+    def _first_readable(self, listing, items, what: str):
+        """Restore the newest (manager, step) of `listing()` that reads back; note the others.
+
+        A step whose directory is gone when its read fails was deleted under us (a trainer
+        rotating its checkpoints): a lost race, not damage. After any failed read the steps are
+        listed again and the newest one not yet tried is read next, so a step that a trainer
+        saved meanwhile is found (a step still being deleted fails while its directory exists;
+        the trainer saved its successor first). Only steps that still exist after failing
+        count as unreadable."""
+        failures, tried, vanished = [], set(), []
+        while True:
+            untried = [(m, s) for m, s in listing() if (str(m.directory), s) not in tried]
+            if not untried:
+                break
+            manager, step = untried[0]
+            tried.add((str(manager.directory), step))
+            where = Path(manager.directory) / str(step)
             try:
                 got, failure = manager.restore(step, args=items), None
                 self._check_finite(got.get("params"))
             except Exception as err:  # a truncated array, damaged JSON, a config that does not fit
                 failure = err
             if any_process(failure is not None):  # with many processes, all skip it or none does
-                failures.append((manager, step, _reason(failure) if failure else "unreadable in another process"))
+                if any_process(not where.exists()):
+                    vanished.append(where)
+                    if len(vanished) >= MAX_VANISHED:
+                        break
+                else:
+                    why = _reason(failure) if failure else "unreadable in another process"
+                    failures.append((manager, step, why))
+                self._relist()
                 continue
             for bad_manager, bad_step, why in failures:
-                self.notes.append(f"{bad_manager.directory / str(bad_step)} is unreadable ({why}); "
-                                  f"using {manager.directory / str(step)} instead")
-                self._set_aside(bad_manager, bad_step)
+                if not any_process(not (Path(bad_manager.directory) / str(bad_step)).exists()):
+                    self.notes.append(f"{bad_manager.directory / str(bad_step)} is unreadable ({why}); "
+                                      f"using {manager.directory / str(step)} instead")
+                    self._set_aside(bad_manager, bad_step)
             return got
-        if not failures:
-            raise CheckpointError(f"no checkpoint in {self.run_dir} yet")
-        raise CheckpointError(f"no readable {what} in {self.run_dir}: " + "; ".join(
-            f"{m.directory.name}/{s}: {why}" for m, s, why in failures))
+        failures = [(m, s, why) for m, s, why in failures
+                    if not any_process(not (Path(m.directory) / str(s)).exists())]  # deleted after failing
+        if failures:
+            raise CheckpointError(f"no readable {what} in {self.run_dir}: " + "; ".join(
+                f"{m.directory.name}/{s}: {why}" for m, s, why in failures))
+        if len(vanished) >= MAX_VANISHED:
+            raise CheckpointError(f"the checkpoints of {self.run_dir} were deleted while being read, "
+                                  f"{len(vanished)} times in a row (a training run rotating them with a "
+                                  f"small --keep-checkpoints?): try again, or once that run has finished")
+        if vanished:
+            gone = ", ".join(f"{p.parent.name}/{p.name}" for p in vanished)
+            raise CheckpointError(f"no checkpoint left in {self.run_dir}: {gone} "
+                                  f"{'was' if len(vanished) == 1 else 'were'} deleted while being read, "
+                                  f"and no newer one took {'its' if len(vanished) == 1 else 'their'} place")
+        raise CheckpointError(f"no checkpoint in {self.run_dir} yet")
+
+    def _relist(self) -> None:
+        """Read the step lists from disk again (another process may have saved or deleted)."""
+        self.periodic.reload()
+        self.best.reload()
 
     @staticmethod
     def _check_finite(params) -> None:
@@ -260,13 +299,15 @@ class RunCheckpoints:
         """Fill `state` (a freshly created TrainState of the same config) from the newest
         readable checkpoint (or `step`); returns (state, meta)."""
         manager = self.best if best else self.periodic
-        steps = [step] if step is not None else sorted(manager.all_steps(), reverse=True)
         abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, {
             "params": state.params, "train_state": _train_state_item(state)})
         items = ocp.args.Composite(params=ocp.args.StandardRestore(abstract["params"]),
                                    train_state=ocp.args.StandardRestore(abstract["train_state"]),
                                    meta=ocp.args.JsonRestore())
-        got = self._first_readable([(manager, s) for s in steps], items, "checkpoint")
+
+        def candidates():  # every step, newest first, listed again after a lost race
+            return [(manager, s) for s in ([step] if step is not None else sorted(manager.all_steps(), reverse=True))]
+        got = self._first_readable(candidates, items, "checkpoint")
         self.saved.add(("best" if best else "periodic", int(got["train_state"]["step"])))  # already on disk
         return _with_train_state(state.replace(params=got["params"]), got["train_state"]), dict(got["meta"])
 
@@ -274,8 +315,9 @@ class RunCheckpoints:
         """Only the weights (no optimizer state is read or built), shaped like
         `abstract_params`: from best/ first when `best`, then the periodic checkpoints,
         newest first, skipping unreadable ones."""
-        candidates = [(self.best, s) for s in sorted(self.best.all_steps(), reverse=True)] if best else []
-        candidates += [(self.periodic, s) for s in sorted(self.periodic.all_steps(), reverse=True)]
+        def candidates():
+            found = [(self.best, s) for s in sorted(self.best.all_steps(), reverse=True)] if best else []
+            return found + [(self.periodic, s) for s in sorted(self.periodic.all_steps(), reverse=True)]
         items = ocp.args.Composite(params=ocp.args.StandardRestore(abstract_params))
         return self._first_readable(candidates, items, "weights")["params"]
 
@@ -285,26 +327,91 @@ class RunCheckpoints:
 
 
 def write_run_config(run_dir, cfg: TrainConfig, preset: str, tokenizer_path, copy_tokenizer: bool = True,
-                     init_from: str | None = None) -> None:
-    """config.json, and the tokenizer beside it (a resumed run keeps its own). `init_from`
-    records the run whose weights this one started from."""
+                     identity: dict | None = None) -> None:
+    """config.json, and the tokenizer beside it (a resumed run keeps its own). `identity`
+    adds what the trainer checks on resume (the tokenizer's and the data's digests, the run
+    whose weights this one started from)."""
     run_dir = Path(run_dir)
-    payload = {"preset": preset, "train": cfg.to_dict(), **({"init_from": init_from} if init_from else {})}
+    payload = {"preset": preset, "train": cfg.to_dict(), **(identity or {})}
     (run_dir / "config.json").write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
     mine = run_dir / "tokenizer.json"
     if (copy_tokenizer or not mine.exists()) and Path(tokenizer_path).resolve() != mine.resolve():
         shutil.copyfile(tokenizer_path, mine)
 
 
+class RunConfigMissing(CheckpointError):
+    """A run directory that holds checkpoints but has lost its config.json."""
+
+
+def _step_names(run_dir) -> list[str]:
+    """The complete checkpoints of a run, as "checkpoints/30", newest first within each folder."""
+    names = []
+    for sub in ("best", "checkpoints"):
+        steps = [int(p.name) for p in (Path(run_dir) / sub).glob("*") if p.is_dir() and p.name.isdigit()]
+        names += [f"{sub}/{step}" for step in sorted(steps, reverse=True)]
+    return names
+
+
+def describe_missing_config(run_dir) -> str | None:
+    """What is wrong, and how to recover, when `run_dir` holds checkpoints but no config.json;
+    None when it has its config.json or holds no checkpoint (then it is simply not a run)."""
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
+    if path.exists() or not holds_checkpoints(run_dir):
+        return None
+    names = _step_names(run_dir)
+    shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+    return (f"{run_dir} holds checkpoints ({shown}) but no config.json: the weights are intact, but "
+            f"config.json, which records the model and recipe they were trained with, is missing. Restore it "
+            f"to {path} from a copy of this run (a backup, or the directory this run was copied from); "
+            f"nothing needs to be deleted or trained again")
+
+
 def read_run_config(run_dir) -> TrainConfig:
-    path = Path(run_dir) / "config.json"
+    """The TrainConfig in run_dir/config.json. Strict, unlike ModelConfig.from_dict: a missing
+    model or optimizer field is refused (naming the file and the key), never filled with a
+    default that may not be what the run was trained with. Loop fields added to TrainConfig
+    after a run was written take their defaults. Raises CheckpointError (RunConfigMissing
+    when checkpoints exist but config.json does not), one line that says what to do."""
+    from dataclasses import fields
+
+    from .config import ModelConfig, OptimConfig
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
     if not path.exists():
-        raise CheckpointError(f"{run_dir} is not a run directory (no config.json); "
-                              f"train one with `python -m guppy_jax.train --out {run_dir}`")
+        missing = describe_missing_config(run_dir)
+        if missing:
+            raise RunConfigMissing(missing)
+        what = "no config.json and no checkpoint" if run_dir.is_dir() else "it does not exist"
+        raise CheckpointError(f"{run_dir} is not a run directory ({what}); train one with "
+                              f"`python -m guppy_jax.train --run-dir {run_dir}`")
+    restore = f"restore {path} from a copy of this run"
     try:
-        return TrainConfig.from_dict(json.loads(path.read_text())["train"])
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{path} is damaged (not valid JSON: {err}); {restore} (the checkpoints, "
+                              f"which hold the weights, are not affected)") from None
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot be read: {err.strerror or err}") from None
+    train = raw.get("train") if isinstance(raw, dict) else None
+    if not isinstance(train, dict):
+        raise CheckpointError(f'{path}: the key "train" is missing (or not an object): it holds the run\'s '
+                              f'config; {restore}')
+    for group, cls in (("model", ModelConfig), ("optim", OptimConfig)):
+        section = train.get(group)
+        if not isinstance(section, dict):
+            raise CheckpointError(f'{path}: the key "train.{group}" is missing (or not an object); {restore}')
+        absent = [f"train.{group}.{f.name}" for f in fields(cls) if f.name not in section]
+        if absent:
+            keys = ", ".join(f'"{key}"' for key in absent)
+            raise CheckpointError(f"{path}: the key{'s' if len(absent) > 1 else ''} {keys} "
+                                  f"{'are' if len(absent) > 1 else 'is'} missing: a run's config must give "
+                                  f"every {group} field, since a default may not be what the run was trained "
+                                  f"with; {restore}, or add the key with the value the run was trained with")
+    try:
+        return TrainConfig.from_dict(train)
     except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"{path}: unreadable config: {err}") from None
+        raise CheckpointError(f"{path}: not a usable run config: {err}; {restore}") from None
 
 
 RESUMABLE_DIFFERENCES = {"eval_every", "eval_batches", "checkpoint_every", "keep_checkpoints"}

@@ -166,8 +166,9 @@ class TrainConfig:
                      "steps_per_call"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        if not 0 <= self.seq_len <= self.model.max_seq_len:
-            raise ConfigError(f"seq_len must be in [0, max_seq_len={self.model.max_seq_len}], got {self.seq_len}")
+        if not (self.seq_len == 0 or 2 <= self.seq_len <= self.model.max_seq_len):
+            raise ConfigError(f"seq_len must be 0 (automatic) or in [2, max_seq_len={self.model.max_seq_len}] (a "
+                              f"row of one token has nothing to predict), got {self.seq_len}")
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):

@@ -124,7 +124,8 @@ def main(argv=None) -> int:
         return cli.error(err, cli.EXIT_USAGE)
     except (TrainError, ValueError, OSError) as err:
         return cli.error(err, cli.EXIT_FAILED)
-    return cli.EXIT_INTERRUPTED if summary["status"] == "interrupted" else cli.EXIT_OK
+    stopped = summary["status"] == "interrupted" or summary.get("samples_interrupted")
+    return cli.EXIT_INTERRUPTED if stopped else cli.EXIT_OK
 
 
 if __name__ == "__main__":

@@ -19,8 +19,12 @@ alone prepares data, holds the lock, writes the logs and prints.
 """
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import math
+import os
+import shutil
 import signal
 import sys
 import threading
@@ -41,6 +45,7 @@ from .config import ConfigError, TrainConfig
 from .data import DataError, mean_eval_loss, non_pad_share, stack_batches
 from .datadir import TrainingData, ensure_prepared, fit_vocab, load_for_training
 from .distributed import any_process, barrier, is_main, same_everywhere, to_host, together
+from .faults import moment
 from .memory import check_train_fits, is_out_of_memory
 from .mesh import Mesh, MeshError, check_batch, describe, make_mesh, mesh_shape, place_batch, place_state
 from .model import GuppyLM, init_params
@@ -84,23 +89,45 @@ class LoopState:
     call_lengths: set = dataclasses.field(default_factory=set)  # steps per jitted call, as run
 
 
+class WriteError(RuntimeError):
+    """A run file that could not be written (a full disk); the message says what is kept."""
+
+
 class MetricsLog:
-    """metrics.jsonl, one JSON record a line. On resume, lines past the checkpoint's step
-    are dropped: those steps are trained again. Only process 0 writes it (`enabled`)."""
+    """metrics.jsonl, one JSON record a line, appended and flushed as steps are read. On
+    resume, lines past the checkpoint's step are dropped (those steps are trained again): the
+    kept lines go to a new file that replaces the old one in one rename, so a kill at any
+    moment leaves the old history or the new, never an empty file. Only process 0 writes it
+    (`enabled`); `kept_until` names the checkpoint that a failed write leaves intact."""
 
     def __init__(self, path: Path, keep_until_step: int | None = None, enabled: bool = True):
-        kept, self.notes, self.file = [], [], None
+        self.path, self.notes, self.file = path, [], None
+        self.kept_until = keep_until_step
         if not enabled:
             return
-        if keep_until_step is not None and path.exists():
-            for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
-                step = self._step(line)
-                if step is None and line.strip():  # a line torn by a crash mid-write
-                    self.notes.append(f"{path}:{lineno}: dropped an unreadable line")
-                elif step is not None and step <= keep_until_step:
-                    kept.append(line)
-        self.file = open(path, "w")
-        self.file.writelines(line + "\n" for line in kept)
+        try:
+            if keep_until_step is not None and path.exists():
+                self._keep_until(keep_until_step)
+            self.file = open(path, "a" if keep_until_step is not None else "w")
+        except OSError as err:
+            raise WriteError(self._failed(err)) from None
+
+    def _keep_until(self, step: int) -> None:
+        kept = []
+        for lineno, line in enumerate(self.path.read_text(errors="replace").splitlines(), start=1):
+            at = self._step(line)
+            if at is None and line.strip():  # a line torn by a crash mid-write
+                self.notes.append(f"{self.path}:{lineno}: dropped an unreadable line")
+            elif at is not None and at <= step:
+                kept.append(line + "\n")
+        fresh = self.path.with_name(self.path.name + ".new")
+        with open(fresh, "w") as f:
+            f.writelines(kept)
+            f.flush()
+            os.fsync(f.fileno())
+        moment("metrics.rewritten")
+        os.replace(fresh, self.path)  # atomic: the old history until here, the kept one after
+        moment("metrics.replaced")
 
     @staticmethod
     def _step(line: str):
@@ -111,8 +138,18 @@ class MetricsLog:
 
     def write(self, record: dict) -> None:
         if self.file is not None:
-            self.file.write(json.dumps(record) + "\n")
-            self.file.flush()
+            try:
+                self.file.write(json.dumps(record) + "\n")
+                self.file.flush()
+            except OSError as err:
+                raise WriteError(self._failed(err)) from None
+            moment("metrics.written")
+
+    def _failed(self, err: OSError) -> str:
+        reason = "the disk is full" if err.errno == errno.ENOSPC else (err.strerror or str(err))
+        kept = (f"checkpoint {self.kept_until} and the metrics up to it are intact"
+                if self.kept_until else "the checkpoints saved so far and their metrics are intact")
+        return f"could not write {self.path}: {reason}; {kept}. Free space, then continue with --resume"
 
     def close(self) -> None:
         if self.file is not None:
@@ -161,10 +198,35 @@ class StopOnSignal:
         return False
 
 
+class EndOnSignal:
+    """After the last save nothing is left to save: SIGTERM and SIGHUP end what is still
+    running (the closing samples) the way Ctrl-C does, so the command exits 130 with a
+    word instead of dying silently with 143."""
+
+    def _handler(self, signum, frame):
+        raise KeyboardInterrupt
+
+    def __enter__(self):
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {sig: signal.signal(sig, self._handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
 # ----------------------------------------------------------------------------- open
 def check_run_dir(cfg: TrainConfig, out: Path, resume: bool, force: bool = False) -> None:
     """A fresh run needs a run directory without checkpoints (--force clears one); a resumed
     one the same config."""
+    if holds_checkpoints(out) and not (out / "config.json").exists() and (resume or not force):
+        raise TrainError(f"{out} holds checkpoints but no config.json, the file that says which model they "
+                         f"are: the weights are safe in {out / 'checkpoints'} and {out / 'best'}. Put the "
+                         f"run's config.json back in {out} (from a copy) to --resume, or train into another "
+                         f"--run-dir")
     if resume:
         saved = read_run_config(out)
         if saved.dtype == "auto":  # an imported run: it computes in whatever this device picks
@@ -197,12 +259,38 @@ def locked_run_dir(out) -> RunLock:
     return RunLock(out)
 
 
-def check_same_tokenizer(out: Path, data_dir) -> None:
-    """A resumed run keeps its own tokenizer.json; the data must have been made with it."""
+def digest(path) -> str:
+    """sha256 of a file's bytes: how a run recognises its tokenizer."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def check_identity(out: Path, saved: dict, data: TrainingData, data_dir) -> None:
+    """A resumed run must find its own tokenizer (by the digest config.json recorded, when
+    it did) and the data it was trained on (the data directory's digest, when both have one).
+    A run whose tokenizer.json is missing gets it back from the data directory only when the
+    digests prove it is the same file."""
     mine, theirs = out / "tokenizer.json", Path(data_dir) / "tokenizer.json"
-    if mine.exists() and json.loads(mine.read_text()) != json.loads(theirs.read_text()):
+    recorded = saved.get("tokenizer_digest")
+    if not mine.exists():
+        if recorded is None or digest(theirs) != recorded:
+            raise TrainError(f"{mine} is missing, and {theirs} is not provably the tokenizer this run was "
+                             f"trained with: copy that tokenizer.json (the one in the data directory the run "
+                             f"started from) to {mine}, then --resume")
+        if is_main():
+            shutil.copyfile(theirs, mine)
+            print(f"note: {mine} was missing: restored from {theirs} (the same file, by its digest)",
+                  file=sys.stderr)
+    elif recorded is not None and digest(mine) != recorded:
+        raise TrainError(f"{mine} is not the tokenizer this run was trained with (its digest is not the one "
+                         f"in {out / 'config.json'}): put the run's own tokenizer.json back, then --resume")
+    if json.loads(mine.read_text()) != json.loads(theirs.read_text()):
         raise TrainError(f"{theirs} is not the tokenizer {out} was trained with ({mine}): resume with "
                          f"the --data-dir the run started from")
+    had, has = saved.get("data_digest"), getattr(data, "digest", None)
+    if had is not None and has is not None and had != has:
+        raise TrainError(f"{data_dir} is not the data {out} was trained on (its digest differs from the one in "
+                         f"{out / 'config.json'}): resume with the --data-dir the run started from, or start a "
+                         f"new run from this one's weights with --init-from {out}")
 
 
 def restore(ckpts: RunCheckpoints, loop: LoopState, data: TrainingData, out: Path) -> None:
@@ -213,7 +301,11 @@ def restore(ckpts: RunCheckpoints, loop: LoopState, data: TrainingData, out: Pat
             print(f"note: {out} has no complete checkpoint yet (the run stopped before its first save): "
                   f"starting from step 0", file=sys.stderr)
         return
-    loop.state, meta = ckpts.restore(loop.state)
+    best_only = not ckpts.periodic.all_steps()
+    loop.state, meta = ckpts.restore(loop.state, best=best_only)
+    if best_only and is_main():
+        print(f"note: {out / 'checkpoints'} holds no checkpoint: resuming from the best-eval one, "
+              f"{out / 'best' / str(int(loop.state.step))}", file=sys.stderr)
     for note in ckpts.notes if is_main() else ():
         print(f"note: {note}", file=sys.stderr)
     data.train.seek(meta["data_position"])
@@ -224,8 +316,8 @@ def open_mesh(cfg: TrainConfig, mesh_spec: str | None) -> Mesh:
     try:
         mesh = make_mesh(mesh_shape(mesh_spec, jax.device_count()))
         check_batch(cfg.batch_size, mesh)
-    except MeshError as err:
-        raise TrainError(str(err)) from None
+    except MeshError as err:  # a mesh or batch that does not fit the devices: bad usage (exit 2)
+        raise ConfigError(str(err)) from None
     return mesh
 
 
@@ -287,8 +379,9 @@ def open_run(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False,
         cfg, note = fit_vocab(cfg, data_dir)
         notes += [note] if note else []
     check_run_dir(cfg, out, resume, force)
+    saved = saved_run(out) if resume else {}
     # a run started from another run's weights reads its data with that run's tokenizer
-    init_from = saved_run(out).get("init_from") if resume else init_from
+    init_from = saved.get("init_from") if resume else init_from
     tokenizer = None
     if init_from is not None:
         tokenizer = out / "tokenizer.json" if resume else Path(init_from) / "tokenizer.json"
@@ -297,10 +390,14 @@ def open_run(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False,
     together("fit in memory", lambda: check_train_fits(cfg.model, cfg.batch_size, data.report["seq_len"],
                                                         jax.local_devices()[0]))
     if resume and init_from is None:
-        check_same_tokenizer(out, data_dir)
+        together("check the run's tokenizer and data", lambda: is_main() and check_identity(out, saved, data, data_dir))
+    tokenizer = tokenizer or Path(data_dir) / "tokenizer.json"
+    identity = {key: saved[key] for key in ("tokenizer_digest", "data_digest", "init_from") if key in saved}
+    if not resume:
+        identity = {"tokenizer_digest": digest(tokenizer), "data_digest": getattr(data, "digest", None),
+                    **({"init_from": str(init_from)} if init_from is not None else {})}
     together("write config.json", lambda: is_main() and write_run_config(
-        out, cfg, preset, tokenizer or Path(data_dir) / "tokenizer.json", copy_tokenizer=not resume,
-        init_from=None if init_from is None else str(init_from)))
+        out, cfg, preset, tokenizer, copy_tokenizer=not resume, identity=identity))
     dtype = compute_dtype(cfg.dtype)
     root = jax.random.key(cfg.seed)
     scaler = LossScale.create() if needs_loss_scaling(cfg.dtype) else None
@@ -318,6 +415,7 @@ def open_run(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False,
     run = Run(cfg, out, preset, data, ckpts, metrics, make_train_step(cfg.steps_per_call),
               make_eval_step(GuppyLM(cfg.model, dtype).apply), jax.random.fold_in(root, 1), start_step, mesh,
               tuple(notes))
+    moment("run.opened")
     return run, loop
 
 
@@ -351,6 +449,14 @@ def meta(run: Run, loop: LoopState) -> dict:
     return {"data_position": run.data.train.position, "best_eval": loop.best_eval}
 
 
+def save(run: Run, loop: LoopState, best: bool = False) -> None:
+    """A checkpoint of the state as it is (periodic, or the best-eval one)."""
+    run.ckpts.save(loop.state, meta(run, loop), best=best)
+    if not best:
+        run.metrics.kept_until = int(loop.state.step)
+    moment("checkpoint.saved")
+
+
 def evaluate(run: Run, loop: LoopState, step: int, bar, quiet: bool) -> None:
     """Held-out loss; a new best is saved in best/."""
     eval_loss = mean_eval_loss(run.eval_fn, loop.state.params, run.data.eval.one_pass(),
@@ -360,7 +466,7 @@ def evaluate(run: Run, loop: LoopState, step: int, bar, quiet: bool) -> None:
         bar.write(f"step {step}: eval loss {eval_loss:.4f}" + (" (best)" if eval_loss < loop.best_eval else ""))
     if eval_loss < loop.best_eval:
         loop.best_eval = eval_loss
-        run.ckpts.save(loop.state, meta(run, loop), best=True)
+        save(run, loop, best=True)
 
 
 def call_length(step: int, end_step: int, cfg: TrainConfig) -> int:
@@ -386,6 +492,10 @@ def run_loop(run: Run, loop: LoopState, end_step: int, stop: StopOnSignal, bar, 
         chunk = [next(run.data.train) for _ in range(n)]
         if loop.non_pad_share is None:
             loop.non_pad_share = non_pad_share(chunk[0])
+            if not np.any(chunk[0]["loss_mask"]):
+                raise ConfigError(f"the first batch holds no token to predict (rows of {chunk[0]['loss_mask'].shape[1]} "
+                                  f"tokens): nothing would be learned; use a longer --seq-len, or data with "
+                                  f"conversations of two tokens or more")
         batch = place_batch(chunk[0] if k == 1 else stack_batches(chunk), run.mesh, stacked=k > 1)
         loop.state, metrics = run.step_fn(loop.state, batch, run.dropout_rng)
         loop.call_lengths.add(n)
@@ -402,7 +512,7 @@ def run_loop(run: Run, loop: LoopState, end_step: int, stop: StopOnSignal, bar, 
         if done % cfg.checkpoint_every == 0:
             if loop.pending is not None:
                 read_metrics(run, loop, bar, meter)
-            run.ckpts.save(loop.state, meta(run, loop))
+            save(run, loop)
     if loop.pending is not None:
         read_metrics(run, loop, bar, meter)
 
@@ -414,7 +524,7 @@ def finish(run: Run, loop: LoopState, started: float) -> dict:
     from .plots import plot_losses
     try:
         if loop.status in ("finished", "interrupted"):
-            run.ckpts.save(loop.state, meta(run, loop))
+            save(run, loop)
     finally:
         run.ckpts.close()
         run.metrics.close()
@@ -432,6 +542,7 @@ def finish(run: Run, loop: LoopState, started: float) -> dict:
         return summary
     try:
         (run.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        moment("summary.written")
         plot_losses(run.out / "metrics.jsonl", run.out / "loss_curve.png")
     except OSError as err:
         print(f"note: could not write summary.json or loss_curve.png: {err.strerror or err}", file=sys.stderr)
@@ -446,6 +557,7 @@ def print_samples(cfg: TrainConfig, params, tok) -> None:
     params = to_host(params)
     if not is_main():
         return
+    moment("samples.start")
     prompts = [encode(tok, format_prompt(p)) for p in SAMPLE_PROMPTS]
     answers = generate(cfg.model, params, prompts, jax.random.key(cfg.seed),
                        max_new_tokens=default_answer_len(cfg.model))
@@ -496,9 +608,11 @@ def train(cfg: TrainConfig, out, data_dir=DEFAULT_DATA, resume: bool = False, pr
               f"continue with --resume", flush=True)
     if show_samples and not asked_quiet and loop.status == "finished":  # every process gathers the weights
         try:
-            print_samples(run.cfg, loop.state.params, run.data.tok)
+            with EndOnSignal():
+                print_samples(run.cfg, loop.state.params, run.data.tok)
         except KeyboardInterrupt:
-            print("\n(samples skipped; the run is saved)")
+            print("\n(samples skipped; the run is saved)", flush=True)
+            summary["samples_interrupted"] = True
     if not quiet:
         lengths = summary["call_lengths"]
         calls = f" (calls of {' and '.join(map(str, lengths))} steps)" if len(lengths) > 1 else ""
@@ -530,7 +644,7 @@ def train_and_finish(run: Run, loop: LoopState, stop_after, stop: StopOnSignal, 
         kept = run.ckpts.latest_step()
         print(f"error: {err}. Stopped; " + (f"the last saved checkpoint (step {kept}) in {run.out / 'checkpoints'} "
               f"is untouched." if kept is not None else "no checkpoint had been saved yet."), file=sys.stderr)
-    except CheckpointSaveError as err:
+    except (CheckpointSaveError, WriteError) as err:
         loop.status, failure = "save-failed", str(err)
     except Exception as err:
         if not is_out_of_memory(err):
@@ -540,7 +654,7 @@ def train_and_finish(run: Run, loop: LoopState, stop_after, stop: StopOnSignal, 
         bar.close()
     try:
         summary = finish(run, loop, started)
-    except CheckpointSaveError as err:
+    except (CheckpointSaveError, WriteError) as err:
         raise TrainError(str(err)) from None
     if loop.status == "non-finite":
         raise TrainError("training stopped: non-finite loss (see above)")

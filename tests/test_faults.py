@@ -47,7 +47,8 @@ def train_process(run_dir, data_dir, *extra) -> list[str]:
 
 def run(cmd, timeout=240, **kw) -> subprocess.CompletedProcess:
     kw.setdefault("text", True)
-    return subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, timeout=timeout, **kw)
+    kw.setdefault("env", ENV)
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, timeout=timeout, **kw)
 
 
 def start(cmd) -> subprocess.Popen:
@@ -412,3 +413,161 @@ def test_inference_writes_nothing_into_the_run_dir(tmp_path, trained, capsys):
             assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
     finally:
         run(["umount", str(readonly)])
+
+
+# ----------------------------------------------------------------------------- issue 24: kills at named moments
+def killed_at(name: str, nth: int = 1) -> dict:
+    """The environment that SIGKILLs the command at its nth arrival at moment `name`
+    (guppy_jax/faults.py): the kill lands exactly there, no sleeping and hoping."""
+    return {**ENV, "GUPPY_KILL_AT": f"{name}:{nth}"}
+
+
+def metrics_steps(run_dir) -> list[int]:
+    return sorted(losses(run_dir))
+
+
+def latest_checkpoint(run_dir) -> int:
+    return max((int(p.name) for p in step_dirs(run_dir)), default=0)
+
+
+def test_resume_killed_during_start_up_keeps_the_whole_metrics_history(tmp_path, data_dir, reference):
+    out = tmp_path / "run"
+    assert run(train_process(out, data_dir, "--stop-after", "30")).returncode == 0
+    assert metrics_steps(out) == list(range(1, 31))
+    # killed after the kept lines are written aside, after they replace the log, and once the run is open
+    for name in ("metrics.rewritten", "metrics.replaced", "run.opened"):
+        killed = run(train_process(out, data_dir, "--resume"), env=killed_at(name))
+        assert killed.returncode == -signal.SIGKILL, (name, killed.stderr)
+        assert metrics_steps(out) == list(range(1, 31)), name
+    assert run(train_process(out, data_dir, "--resume")).returncode == 0
+    assert_same_run(out, reference)
+
+
+@pytest.mark.slow
+def test_kill_9_at_any_moment_of_train_or_resume_loses_nothing(tmp_path, data_dir, reference):
+    """Lists the moments a run passes through, kills a fresh `train` at ten of them and a
+    chain of `--resume`s at ten more: after each kill the metrics cover every step up to the
+    newest checkpoint, and the last --resume ends equal to a run never interrupted."""
+    trace = tmp_path / "moments.txt"
+    listed = subprocess.run(train_process(tmp_path / "listed", data_dir), cwd=REPO, capture_output=True,
+                            env={**ENV, "GUPPY_MOMENTS": str(trace)}, timeout=240)
+    assert listed.returncode == 0, listed.stderr
+    moments = [tuple(line.rsplit(" ", 1)) for line in trace.read_text().splitlines()]
+    assert {name for name, _ in moments} >= {"run.opened", "metrics.written", "checkpoint.saved", "summary.written"}
+    picks = [moments[i] for i in np.linspace(0, len(moments) - 1, 10).astype(int)]
+
+    def intact(run_dir) -> None:
+        if (run_dir / "metrics.jsonl").exists() and step_dirs(run_dir):
+            assert set(range(1, latest_checkpoint(run_dir) + 1)) <= set(metrics_steps(run_dir))
+
+    for i, (name, nth) in enumerate(picks):  # a fresh train, killed
+        out = tmp_path / f"fresh{i}"
+        killed = run(train_process(out, data_dir), env=killed_at(name, int(nth)))
+        assert killed.returncode == -signal.SIGKILL, (name, nth, killed.stderr)
+        intact(out)
+    out = tmp_path / f"fresh{len(picks) // 2}"  # killed mid-run: now a chain of resumes, each killed
+    resume_moments = [("run.opened", 1), ("metrics.rewritten", 1), ("metrics.replaced", 1), ("metrics.written", 3),
+                      ("checkpoint.saved", 1), ("metrics.written", 7), ("checkpoint.saved", 2),
+                      ("metrics.written", 12), ("checkpoint.saved", 3), ("summary.written", 1)]
+    for name, nth in resume_moments:
+        killed = run(train_process(out, data_dir, "--resume"), env=killed_at(name, nth))
+        assert killed.returncode in (-signal.SIGKILL, 0), (name, nth, killed.stderr)
+        intact(out)
+    finished = run(train_process(out, data_dir, "--resume"))
+    assert finished.returncode == 0, finished.stderr
+    assert_same_run(out, reference)
+
+
+def test_a_full_disk_while_logging_metrics_keeps_the_checkpoint_and_says_so(tmp_path, data_dir, reference,
+                                                                            monkeypatch):
+    import errno
+
+    import guppy_jax.trainer as trainer
+
+    class FullAfter:  # the log's file object, on a disk that fills up at the 13th record
+        def __init__(self, file):
+            self.file, self.writes = file, 0
+
+        def write(self, text):
+            self.writes += 1
+            if self.writes >= 13:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.file.write(text)
+
+        def __getattr__(self, name):
+            return getattr(self.file, name)
+
+    class FillingLog(trainer.MetricsLog):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, **kw)
+            self.file = FullAfter(self.file)
+    monkeypatch.setattr(trainer, "MetricsLog", FillingLog)
+    out = tmp_path / "run"
+    with pytest.raises(TrainError) as failed:
+        train_here(out, data_dir)
+    message = one_line(str(failed.value))
+    assert "the disk is full" in message and "checkpoint 10" in message and "--resume" in message
+    assert json.loads((out / "summary.json").read_text())["status"] == "save-failed"
+    monkeypatch.undo()
+    train_here(out, data_dir, resume=True)
+    assert_same_run(out, reference)
+
+
+def test_a_run_without_its_tokenizer_never_resumes_on_another_tokenizer(tmp_path, data_dir):
+    out, other = tmp_path / "run", tmp_path / "mochi"
+    prepare(persona_path=REPO / "data" / "personas" / "mochi.toml", out=other, samples=600, seed=0,
+            vocab_size=CFG.model.vocab_size, quiet=True)
+    train_here(out, data_dir, stop_after=5)
+    (out / "tokenizer.json").unlink()
+    refused = run(train_process(out, other, "--resume"))
+    assert refused.returncode == 1 and "tokenizer.json is missing" in one_line(refused.stderr)
+    assert not (out / "tokenizer.json").exists()
+    # the same tokenizer, proven by the digest config.json recorded, is put back with a note
+    restored = run(train_process(out, data_dir, "--resume"))
+    assert restored.returncode == 0 and "restored from" in restored.stderr, restored.stderr
+    assert (out / "tokenizer.json").read_bytes() == (data_dir / "tokenizer.json").read_bytes()
+
+
+def test_a_sequence_length_with_nothing_to_predict_is_refused(tmp_path, data_dir, capsys):
+    code = train_cmd.main([*FLAGS, "--seq-len", "1", "--run-dir", str(tmp_path / "run"), "--data-dir", str(data_dir)])
+    assert code == 2 and "nothing to predict" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_run_missing_its_config_is_explained_and_never_pointed_at_force(tmp_path, data_dir):
+    out = tmp_path / "run"
+    train_here(out, data_dir, stop_after=5)
+    (out / "config.json").unlink()
+    for extra in ([], ["--resume"]):
+        refused = run(train_process(out, data_dir, *extra))
+        message = one_line(refused.stderr)
+        assert refused.returncode == 1 and "no config.json" in message and "--force" not in message, message
+    assert step_dirs(out)  # nothing was deleted
+
+
+def test_a_run_with_only_its_best_checkpoint_resumes_from_it(tmp_path, data_dir, capsys):
+    out = tmp_path / "run"
+    train_here(out, data_dir, stop_after=20)  # best/ holds the eval at step 20
+    shutil.rmtree(out / "checkpoints")
+    summary = train_here(out, data_dir, resume=True)
+    assert "resuming from the best-eval one" in capsys.readouterr().err
+    assert summary["status"] == "finished" and min(metrics_steps(out)) == 1 and summary["step"] == STEPS
+
+
+def test_sigterm_during_the_closing_samples_exits_130_with_a_word(tmp_path, data_dir):
+    trace = tmp_path / "moments.txt"
+    cmd = command("train", *FLAGS, "--run-dir", tmp_path / "run", "--data-dir", data_dir)
+    proc = subprocess.Popen(cmd, cwd=REPO, env={**ENV, "GUPPY_MOMENTS": str(trace)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: trace.exists() and "samples.start" in trace.read_text(), timeout=240)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    assert "samples skipped; the run is saved" in out and "Traceback" not in err
+
+
+@pytest.mark.parametrize("flags", [["--stop-after", "0"], ["--mesh", "data=2"]])
+def test_bad_loop_and_mesh_flags_are_usage_errors(tmp_path, data_dir, flags):
+    result = run(train_process(tmp_path / "run", data_dir, *flags))
+    assert result.returncode == 2, result.stderr
+    one_line(result.stderr)
