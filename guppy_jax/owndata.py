@@ -19,10 +19,14 @@ the training text, and the summary says how many samples and tokens there are, t
 sample, how many samples the context length will cut, and the `train` line to run. A record
 that cannot be trained on (bad JSON, missing fields, or no text: one character or only
 whitespace) stops it with its file and line (a parquet file's row, counted from 0).
+
+The four files are swapped in as --out whole, as a persona's are (guppy_jax.datadir): a
+killed or failed prepare leaves the old directory as it was, a second prepare into the same
+--out is refused while the first runs, and --out may hold nothing but a data directory's
+files, since all of it is replaced.
 """
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -31,8 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import DataError, encode_texts, read_jsonl, record_text
-from .datadir import fill_shares
-from .persona import write_jsonl
+from .datadir import fill_shares, replacing, write_data
 from .tokenizer import MAX_VOCAB, MIN_VOCAB, lowercase_loses_nothing, train_tokenizer
 
 EVAL_SPLITS = ("eval", "validation", "valid", "test")  # the first one present evaluates
@@ -191,34 +194,31 @@ def prepare_from(source, out, seed: int = 42, vocab_size: int = 4096, eval_fract
     check_out_dir(out, source, sources)
     if any(p.suffix == ".parquet" for p in sources.train + sources.eval):
         import_parquet()  # say what to install before reading anything
-    records, texts = read_records(sources.train)
-    if sources.eval:
-        (eval_records, eval_texts), how = read_records(sources.eval), f"from {names(sources.eval)}"
-    else:
-        train_idx, eval_idx = hold_out(len(records), eval_fraction, seed)
-        eval_records, eval_texts = [records[i] for i in eval_idx], [texts[i] for i in eval_idx]
-        records, texts = [records[i] for i in train_idx], [texts[i] for i in train_idx]
-        how = f"{eval_fraction:.0%} held out, seed {seed}"
-    lowercase = lowercase_loses_nothing(texts + eval_texts)  # a capital in an eval answer counts too
-    tok = train_tokenizer(texts, vocab_size, lowercase=lowercase)
-    stats = {"train": token_stats(tok, texts, max_len), "eval": token_stats(tok, eval_texts, max_len)}
-    for split, numbers in stats.items():
-        if numbers["too_short"] == numbers["samples"]:
-            raise DataError(f"{source}: no {split} sample has 2 tokens or more, so there is nothing to train "
-                            f"or evaluate on")
-    out.mkdir(parents=True, exist_ok=True)
-    write_jsonl(out / "train.jsonl", records)
-    write_jsonl(out / "eval.jsonl", eval_records)
-    tok.save(str(out / "tokenizer.json"))
-    summary = {"source": str(source), "train_files": [str(p) for p in sources.train],
-               "eval_files": [str(p) for p in sources.eval], "ignored_files": [str(p) for p in sources.ignored],
-               "eval_split": how, "seed": seed, "max_seq_len": max_len, **stats,
-               "per_category": dict(sorted(Counter(str(r.get("category", "")) for r in records).items())),
-               "vocab_used": tok.get_vocab_size(), "vocab_size": vocab_size, "reads_lowercase": lowercase,
-               "fill_at_max_seq_len": fill_shares(encode_texts(tok, texts, max_len).samples, max_len)}
-    summary["train_command"] = (f"python -m guppy_jax.train --data-dir {out}"
-                                + ("" if max_len == 128 else f" --max-seq-len {max_len}"))
-    (out / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    with replacing(out, quiet=quiet) as new:  # locked from here: a second prepare into --out is refused
+        records, texts = read_records(sources.train)
+        if sources.eval:
+            (eval_records, eval_texts), how = read_records(sources.eval), f"from {names(sources.eval)}"
+        else:
+            train_idx, eval_idx = hold_out(len(records), eval_fraction, seed)
+            eval_records, eval_texts = [records[i] for i in eval_idx], [texts[i] for i in eval_idx]
+            records, texts = [records[i] for i in train_idx], [texts[i] for i in train_idx]
+            how = f"{eval_fraction:.0%} held out, seed {seed}"
+        lowercase = lowercase_loses_nothing(texts + eval_texts)  # a capital in an eval answer counts too
+        tok = train_tokenizer(texts, vocab_size, lowercase=lowercase)
+        stats = {"train": token_stats(tok, texts, max_len), "eval": token_stats(tok, eval_texts, max_len)}
+        for split, numbers in stats.items():
+            if numbers["too_short"] == numbers["samples"]:
+                raise DataError(f"{source}: no {split} sample has 2 tokens or more, so there is nothing to train "
+                                f"or evaluate on")
+        summary = {"source": str(source), "train_files": [str(p) for p in sources.train],
+                   "eval_files": [str(p) for p in sources.eval], "ignored_files": [str(p) for p in sources.ignored],
+                   "eval_split": how, "seed": seed, "max_seq_len": max_len, **stats,
+                   "per_category": dict(sorted(Counter(str(r.get("category", "")) for r in records).items())),
+                   "vocab_used": tok.get_vocab_size(), "vocab_size": vocab_size, "reads_lowercase": lowercase,
+                   "fill_at_max_seq_len": fill_shares(encode_texts(tok, texts, max_len).samples, max_len)}
+        summary["train_command"] = (f"python -m guppy_jax.train --data-dir {out}"
+                                    + ("" if max_len == 128 else f" --max-seq-len {max_len}"))
+        write_data(new, records, eval_records, tok, summary)
     if not quiet:
         print_report(summary, out, time.perf_counter() - start)
     return summary

@@ -18,6 +18,13 @@ neither pools its files. With no eval file, --eval-fraction of the records is he
 --out may not be the folder --from reads, nor inside it. Parquet needs pyarrow (pip install
 pyarrow). It reports each split's samples and tokens, the longest sample, what --max-seq-len
 will truncate, and the train line to run.
+
+--out is replaced whole: the files are written into a temporary directory beside it and
+swapped in when complete, so Ctrl-C, kill -9 or a full disk leave the old directory as it was
+(the next prepare or train clears what a killed one left). --out must be new, empty or a data
+directory, since all of it is replaced; a second prepare into the same --out is refused while
+the first runs. summary.json records the sha256 of the other three files, and train refuses
+a directory whose files do not match it.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Your own conversations -> a data directory: every record form, the published layouts (JSONL
 and the hub's parquet), the seeded split, the report's numbers, bad lines and records with no
 text named by file and line, and an --out that may not be the folder being read."""
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -327,3 +328,23 @@ def test_without_pyarrow_parquet_says_in_one_line_what_to_install(tmp_path, monk
     assert err == ("error: reading parquet needs pyarrow, which is not installed: pip install pyarrow "
                    "(or this project's extra: pip install -e '.[parquet]')\n")
     assert not (tmp_path / "out").exists()
+
+
+def test_an_out_holding_the_file_read_is_refused_since_the_whole_directory_is_replaced(tmp_path):
+    src = write_jsonl(tmp_path / "mine.jsonl", [{"input": q, "output": a} for q, a, _ in conversations(20)])
+    before = src.read_bytes()
+    with pytest.raises(ValueError, match=r"holds files that are not a data directory's \(mine.jsonl\)"):
+        prepare_from(src, tmp_path, quiet=True)
+    assert src.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["mine.jsonl"]
+
+
+def test_the_summary_ties_the_files_together_and_train_checks_it(tmp_path):
+    src = write_jsonl(tmp_path / "mine.jsonl", [{"input": q, "output": a} for q, a, _ in conversations(60)])
+    summary = prepare_from(src, tmp_path / "out", quiet=True)
+    for name in ("train.jsonl", "eval.jsonl", "tokenizer.json"):
+        assert summary["files"][name] == hashlib.sha256((tmp_path / "out" / name).read_bytes()).hexdigest()
+    cfg = PRESETS["tiny"].replace(batch_size=1)
+    assert load_for_training(cfg, tmp_path / "out", quiet=True).digest == summary["digest"]
+    write_jsonl(tmp_path / "out" / "eval.jsonl", [{"input": "hi", "output": "a line from elsewhere"}])
+    with pytest.raises(DataError, match="its files come from different prepares \\(eval.jsonl is not"):
+        load_for_training(cfg, tmp_path / "out", quiet=True)

@@ -85,3 +85,16 @@ def test_prepare_from_a_pooled_folder_refuses_to_write_into_it(tmp_path, capsys)
         assert prepare_main(["--from", str(src), "--out", str(out)]) == 2
         assert "the folder --from reads" in capsys.readouterr().err
     assert sorted(p.name for p in src.iterdir()) == ["a.jsonl", "b.jsonl"]
+
+
+def test_prepare_refuses_an_out_holding_other_files_since_it_replaces_the_whole_directory(tmp_path, capsys):
+    out = tmp_path / "notes"
+    out.mkdir()
+    (out / "ideas.txt").write_text("a fish that talks\n")
+    (out / "summary.json").write_text("{}\n")
+    assert prepare_main(["--out", str(out), "--samples", "50"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: --out {out} holds files that are not a data directory's (ideas.txt): prepare replaces "
+                   f"the whole directory, so choose a new or empty --out, or move them out first")
+    assert sorted(p.name for p in out.iterdir()) == ["ideas.txt", "summary.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes"]  # no lock file or temporary directory left
