@@ -138,6 +138,12 @@ def any_process(flag: bool) -> bool:
     return bool(np.any(multihost_utils.process_allgather(np.array(flag))))
 
 
+def main_only(fn, *args, **kwargs):
+    """A step for `together` that runs fn(*args, **kwargs) in process 0 alone (None elsewhere):
+    writing a file, clearing a directory, printing."""
+    return lambda: fn(*args, **kwargs) if is_main() else None
+
+
 def together(what: str, step) -> object:
     """Run `step()` in every process (a step for process 0 alone returns early elsewhere),
     then agree: when it failed anywhere, every process raises, so none is left waiting at

@@ -168,22 +168,37 @@ def train_steps(state: TrainState, batches: dict, rng: jax.Array, dropout: bool 
     return jax.lax.scan(body, state, batches)
 
 
+def jit_counting_traces(fn, **jit_kwargs):
+    """jax.jit(fn), plus `.traces()`: how many times JAX has traced fn so far. JAX traces a
+    jitted function once for each new shape or dtype of its arguments, and each trace makes
+    one compiled program, so this counts the caller's compilations with public means."""
+    count = 0
+
+    def traced(*args, **kwargs):
+        nonlocal count
+        count += 1  # Python code in a jitted function runs only while JAX traces it
+        return fn(*args, **kwargs)
+    jitted = jax.jit(traced, **jit_kwargs)
+    jitted.traces = lambda: count
+    return jitted
+
+
 def make_train_step(steps_per_call: int = 1, dropout: bool = True, donate: bool = True):
     """`train_step` (or `train_steps` over k stacked batches) jitted as fn(state, batch, rng).
 
     The state is donated: its buffers are reused for the new state, so the caller must
-    use only what comes back. Each call makes a fresh function with its own compile
-    cache, so `fn._cache_size()` counts this caller's compilations alone.
+    use only what comes back. Each call makes a fresh function, so `fn.traces()` counts
+    this caller's compilations alone.
     """
     def step(state, batch, rng):
         if steps_per_call == 1:
             return train_step(state, batch, rng, dropout)
         return train_steps(state, batch, rng, dropout)
-    return jax.jit(step, donate_argnums=0 if donate else ())
+    return jit_counting_traces(step, donate_argnums=0 if donate else ())
 
 
 def make_eval_step(apply_fn):
-    """`eval_step` jitted as fn(params, batch), with a fresh compile cache."""
+    """`eval_step` jitted as fn(params, batch), with its own `traces()` count."""
     def step(params, batch):
         return eval_step(apply_fn, params, batch)
-    return jax.jit(step)
+    return jit_counting_traces(step)

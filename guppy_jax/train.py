@@ -17,9 +17,11 @@ import os
 from . import cli
 from .checkpoint import CheckpointError, read_run_config
 from .config import PRESETS, ConfigError, ModelConfig, OptimConfig, TrainConfig
-from .trainer import TrainError, saved_run, train
+from .training.loop import TrainError, TrainOptions, train
+from .training.report import Reporter
+from .training.run_dir import saved_run
 
-__all__ = ["build_parser", "resolve_config", "main", "train", "TrainError"]
+__all__ = ["build_parser", "resolve_config", "main"]
 
 
 def build_parser():
@@ -117,9 +119,11 @@ def main(argv=None) -> int:
         print(note)
     # a new run whose vocab the user did not choose fits it to the data's tokenizer
     fit_vocab = "vocab_size" not in cli.overrides(args, ModelConfig) and not (args.resume or args.init_from)
+    options = TrainOptions(out=args.run_dir, data_dir=args.data_dir, preset=preset, resume=args.resume,
+                           force=args.force, init_from=args.init_from, fit_vocab_to_data=fit_vocab,
+                           stop_after=args.stop_after, mesh=args.mesh)
     try:
-        summary = train(cfg, args.run_dir, args.data_dir, args.resume, preset, args.stop_after, args.quiet,
-                        force=args.force, mesh=args.mesh, init_from=args.init_from, fit_vocab_to_data=fit_vocab)
+        summary = train(cfg, options, Reporter(quiet=args.quiet))
     except ConfigError as err:  # e.g. a config that cannot fit in memory
         return cli.error(err, cli.EXIT_USAGE)
     except (TrainError, ValueError, OSError) as err:

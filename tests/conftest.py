@@ -11,7 +11,8 @@ from guppy_jax.config import PRESETS
 from guppy_jax.datadir import prepare
 from guppy_jax.persona import generate, load_persona
 from guppy_jax.tokenizer import format_chat, train_tokenizer
-from guppy_jax.trainer import train
+from guppy_jax.training.loop import TrainOptions, train
+from guppy_jax.training.report import Reporter
 
 TINY = PRESETS["tiny"]
 
@@ -46,7 +47,7 @@ def data_dir(tmp_path_factory) -> Path:
 def trained(tmp_path_factory, data_dir) -> TrainedRun:
     """A finished tiny-preset run (30 steps) on that data."""
     out = tmp_path_factory.mktemp("run")
-    train(TINY, out, data_dir, quiet=True, show_samples=False)
+    train(TINY, TrainOptions(out=out, data_dir=data_dir, show_samples=False), Reporter(quiet=True))
     return TrainedRun(out, data_dir)
 
 

@@ -27,7 +27,8 @@ from guppy_jax.checkpoint import load_for_inference
 from guppy_jax.cli import REPO
 from guppy_jax.config import PRESETS
 from guppy_jax.datadir import prepare
-from guppy_jax.trainer import TrainError, train
+from guppy_jax.training.loop import TrainError, TrainOptions, train
+from guppy_jax.training.report import Reporter
 
 STEPS = 40
 CFG = PRESETS["tiny"].replace(optim=PRESETS["tiny"].optim.replace(steps=STEPS), checkpoint_every=5,
@@ -56,7 +57,12 @@ def start(cmd) -> subprocess.Popen:
 
 
 def train_here(run_dir, data_dir, **kw) -> dict:
-    return train(CFG, run_dir, data_dir, preset="tiny", quiet=True, show_samples=False, **kw)
+    return fit(CFG, run_dir, data_dir, preset="tiny", **kw)
+
+
+def fit(cfg, run_dir, data_dir, **kw) -> dict:
+    """`train` in this process, quiet and without the closing samples."""
+    return train(cfg, TrainOptions(out=run_dir, data_dir=data_dir, show_samples=False, **kw), Reporter(quiet=True))
 
 
 def wait_for(condition, timeout=120.0, every=0.001):
@@ -213,9 +219,9 @@ def test_resume_keeps_the_runs_own_tokenizer(tmp_path, trained):
     tokenizer_before = (out / "tokenizer.json").read_bytes()
     tiny = PRESETS["tiny"]
     with pytest.raises(TrainError, match="is not the tokenizer"):
-        train(tiny, out, other, resume=True, quiet=True, show_samples=False)
+        fit(tiny, out, other, resume=True)
     assert (out / "tokenizer.json").read_bytes() == tokenizer_before
-    train(tiny, out, trained.data_dir, resume=True, quiet=True, show_samples=False)  # nothing left to train
+    fit(tiny, out, trained.data_dir, resume=True)  # nothing left to train
     assert (out / "tokenizer.json").read_bytes() == tokenizer_before
 
 
@@ -283,11 +289,11 @@ def test_disk_full_keeps_the_previous_checkpoint_and_says_so_in_one_line(tmp_pat
 # ----------------------------------------------------------------------------- 9. stale best/
 def test_a_stale_best_checkpoint_never_wins_over_a_new_run(tmp_path, data_dir):
     out = tmp_path / "run"
-    train(CFG.replace(seed=1), out, data_dir, quiet=True, show_samples=False)
+    fit(CFG.replace(seed=1), out, data_dir)
     shutil.rmtree(out / "checkpoints")  # only best/ is left of the old run
     with pytest.raises(TrainError, match="--force"):
-        train(CFG.replace(seed=2), out, data_dir, quiet=True, show_samples=False)
-    train(CFG.replace(seed=2), out, data_dir, quiet=True, show_samples=False, force=True)
+        fit(CFG.replace(seed=2), out, data_dir)
+    fit(CFG.replace(seed=2), out, data_dir, force=True)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     evals = {r["step"]: r["eval_loss"] for r in rows if "eval_loss" in r}
     (best,) = step_dirs(out, "best")
@@ -482,7 +488,7 @@ def test_a_full_disk_while_logging_metrics_keeps_the_checkpoint_and_says_so(tmp_
                                                                             monkeypatch):
     import errno
 
-    import guppy_jax.trainer as trainer
+    import guppy_jax.training.loop as trainer
 
     class FullAfter:  # the log's file object, on a disk that fills up at the 13th record
         def __init__(self, file):

@@ -71,11 +71,11 @@ def test_each_made_step_has_its_own_compile_count():
     state = create_state(CFG, oc, init_params(CFG, jax.random.key(0)))
     for i in range(3):  # same shapes: one compilation however many calls
         state, _ = first(state, batch(i), jax.random.key(0))
-    assert first._cache_size() == 1 and second._cache_size() == 0
+    assert first.traces() == 1 and second.traces() == 0
     evaluate = make_eval_step(GuppyLM(CFG).apply)
     evaluate(state.params, batch(0))
     evaluate(state.params, batch(1, B=3))  # a new shape compiles again
-    assert evaluate._cache_size() == 2
+    assert evaluate.traces() == 2
 
 
 def test_a_step_with_overflowing_gradients_changes_nothing_but_step_and_scale():

@@ -7,7 +7,8 @@ import pytest
 
 import guppy_jax.steps as steps
 from guppy_jax.config import PRESETS
-from guppy_jax.trainer import TrainError, train
+from guppy_jax.training.loop import TrainError, TrainOptions, train
+from guppy_jax.training.report import Reporter
 
 TINY = PRESETS["tiny"]
 
@@ -18,7 +19,8 @@ def losses(run_dir):
 
 
 def run(cfg, out, data_dir, **kw):
-    return train(cfg, out, data_dir, preset="tiny", quiet=True, show_samples=False, **kw)
+    options = TrainOptions(out=out, data_dir=data_dir, preset="tiny", show_samples=False, **kw)
+    return train(cfg, options, Reporter(quiet=True))
 
 
 @pytest.mark.parametrize("packing", [True, False])
@@ -124,7 +126,7 @@ def test_bad_inputs_fail_early(tmp_path, data_dir):
     (tmp_path / "empty").mkdir()
     with pytest.raises(TrainError, match="missing data file .*train.jsonl"):
         run(TINY, tmp_path / "r2", tmp_path / "empty")
-    with pytest.raises(TrainError, match="batch size 100000 is larger than the data"):
+    with pytest.raises(TrainError, match="split has .* fewer than one batch of 100000"):
         run(TINY.replace(batch_size=100_000), tmp_path / "r3", data_dir)
 
 
@@ -152,11 +154,11 @@ def test_float16_trains_shows_the_loss_scale_and_resumes_bit_for_bit(tmp_path, d
 
 
 def test_running_out_of_memory_ends_with_a_hint_not_a_trace(tmp_path, data_dir, monkeypatch):
-    import guppy_jax.trainer as trainer
+    import guppy_jax.training.loop as trainer
 
     def step_that_runs_out(*args):
         raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 17179869184 bytes.")
-    step_that_runs_out._cache_size = lambda: 0  # as a jitted function has
+    step_that_runs_out.traces = lambda: 0  # as steps.make_train_step's functions have
     monkeypatch.setattr(trainer, "make_train_step", lambda k: step_that_runs_out)
     with pytest.raises(TrainError, match=r"ran out of memory .* smaller --batch-size .* --no-preallocate"):
         run(TINY, tmp_path / "run", data_dir)
