@@ -440,8 +440,8 @@ def test_resume_killed_during_start_up_keeps_the_whole_metrics_history(tmp_path,
     out = tmp_path / "run"
     assert run(train_process(out, data_dir, "--stop-after", "30")).returncode == 0
     assert metrics_steps(out) == list(range(1, 31))
-    # killed after the kept lines are written aside, after they replace the log, and once the run is open
-    for name in ("metrics.rewritten", "metrics.replaced", "run.opened"):
+    # killed once the run is open, after the kept lines are written aside, and after they replace the log
+    for name in ("run.opened", "metrics.rewritten", "metrics.replaced"):
         killed = run(train_process(out, data_dir, "--resume"), env=killed_at(name))
         assert killed.returncode == -signal.SIGKILL, (name, killed.stderr)
         assert metrics_steps(out) == list(range(1, 31)), name
