@@ -28,6 +28,14 @@ def build_parser():
     return p
 
 
+def answer_len_problem(max_new_tokens: int, cfg) -> str | None:
+    """Why `max_new_tokens` does not fit a model of `cfg` (a ModelConfig), or None: the
+    prompt needs at least one token of the context."""
+    if not 0 < max_new_tokens < cfg.max_seq_len:
+        return f"--max-new-tokens must be in [1, {cfg.max_seq_len - 1}] for this model, got {max_new_tokens}"
+    return None
+
+
 class Chatter:
     """A loaded model plus its tokenizer; answers one message at a time."""
 
@@ -43,8 +51,9 @@ class Chatter:
         self.cfg, self.params, self.tok = load_for_inference(run_dir, best=best, notes=self.notes)
         if max_new_tokens is None:
             max_new_tokens = default_answer_len(self.cfg)
-        if not 0 < max_new_tokens < self.cfg.max_seq_len:
-            raise ValueError(f"--max-new-tokens must be in [1, {self.cfg.max_seq_len - 1}], got {max_new_tokens}")
+        problem = answer_len_problem(max_new_tokens, self.cfg)
+        if problem:
+            raise ValueError(problem)
         self.sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, max_new_tokens=max_new_tokens)
         self.prompt_len = self.cfg.max_seq_len - max_new_tokens
         self.key, self.turn = jax.random.key(seed), 0
@@ -69,17 +78,33 @@ class Chatter:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .checkpoint import CheckpointError
+    from .checkpoint import CheckpointError, describe_missing_config, read_run_config
     from .generate import check_sampling
+    # every flag is checked before the weights are loaded: a bad one is a usage error (2)
     try:
         check_sampling(args.temperature, args.top_k, args.top_p)
     except ValueError as err:
         return cli.error(err, cli.EXIT_USAGE)
+    problem = cli.seed_problem(args.seed)
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        problem = f"--max-new-tokens must be at least 1, got {args.max_new_tokens}"
+    if problem:
+        return cli.error(problem, cli.EXIT_USAGE)
     run_dir = Path(args.run_dir)
+    missing = describe_missing_config(run_dir)  # checkpoints without their config.json
+    if missing:
+        return cli.error(missing)
     if not (run_dir / "config.json").exists():
         return cli.error(f"no trained model in {run_dir}. Train one first:\n  python -m guppy_jax.train "
                          f"--run-dir {run_dir}\nor import an original GuppyLM checkpoint:\n  python -m "
                          f"guppy_jax.convert import best_model.pt --run-dir {run_dir}")
+    try:
+        model = read_run_config(run_dir).model  # the config alone: the answer length's bound
+    except CheckpointError as err:
+        return cli.error(err)
+    problem = args.max_new_tokens is not None and answer_len_problem(args.max_new_tokens, model)
+    if problem:
+        return cli.error(problem, cli.EXIT_USAGE)
     try:
         chatter = Chatter(run_dir, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                           max_new_tokens=args.max_new_tokens, seed=args.seed, best=not args.latest)

@@ -24,11 +24,7 @@ import sys
 import threading
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_RUN = Path("runs/guppy")
-DEFAULT_DATA = REPO / "data" / "generated" / "guppy"
-DEFAULT_PERSONA = REPO / "data" / "personas" / "guppy.toml"
-DEFAULT_CASES = REPO / "data" / "personas" / "guppy_eval.toml"
+from .paths import DEFAULT_CASES, DEFAULT_DATA, DEFAULT_PERSONA, DEFAULT_RUN, REPO  # noqa: F401 (the flags' defaults)
 
 # The exit-code rule, the same for every command.
 EXIT_OK = 0           # done
@@ -197,3 +193,33 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+SEED_MIN, SEED_MAX = -2**63, 2**63 - 1  # what jax.random.key takes
+
+
+def seed_problem(seed: int, flag: str = "--seed") -> str | None:
+    """Why `seed` cannot seed JAX's random keys (it must fit in 64 bits), or None. Checked
+    before any work, so that a bad value is a usage error (exit 2), not a late failure."""
+    if not SEED_MIN <= seed <= SEED_MAX:
+        return f"{flag} must be in [{SEED_MIN}, {SEED_MAX}] (64 bits), got {seed}"
+    return None
+
+
+def output_file_problem(path, flag: str) -> str | None:
+    """Why a command could not write its result to the file `path` (given with `flag`), or
+    None: checked before any work, so that a run does not end, after all its work, on an
+    output path that could never be written (exit 2: bad usage)."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{flag} {path} is a directory: give a file name, such as {path / 'results.json'}"
+    parent = path.parent
+    if not parent.exists():
+        return f"{flag} {path}: the folder {parent} does not exist: create it first, or choose another path"
+    if not parent.is_dir():
+        return f"{flag} {path}: {parent} is not a folder"
+    if path.exists() and not os.access(path, os.W_OK):
+        return f"{flag} {path}: the file may not be written (permission denied)"
+    if not path.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        return f"{flag} {path}: files may not be created in {parent} (permission denied)"
+    return None

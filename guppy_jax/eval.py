@@ -51,17 +51,24 @@ def print_result(result: dict, quiet: bool) -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    # every flag is checked before the work: a bad one is a usage error (2), found at once
     if not args.temperature >= 0:
         return cli.error(f"--temperature must be >= 0, got {args.temperature}", cli.EXIT_USAGE)
+    problem = cli.seed_problem(args.seed) or (args.json and cli.output_file_problem(args.json, "--json"))
+    if problem:
+        return cli.error(problem, cli.EXIT_USAGE)
     from .checkpoint import CheckpointError
     try:
         result = run_eval(args.run_dir, args.cases, args.data_dir, args.seed, args.temperature,
                           tuple(args.variants))
-    except (CheckpointError, ValueError, FileNotFoundError) as err:
+    except (CheckpointError, ValueError, OSError) as err:
         return cli.error(err)
     print_result(result, args.quiet)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        try:
+            Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        except OSError as err:  # the disk filled up, or the folder went away, during the eval
+            return cli.error(f"could not write {args.json}: {err.strerror or err} (the results are printed above)")
     return cli.EXIT_OK
 
 

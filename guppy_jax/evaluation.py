@@ -26,7 +26,14 @@ class Case:
 
 
 def load_cases(path) -> tuple[list[Case], int]:
-    raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    """The held-out cases of a TOML file and its max_words; ValueError naming the file when
+    it is missing, unreadable or not a cases file."""
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read the eval cases: {err.strerror or err}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not a valid TOML file of eval cases ({err})") from None
     cases = []
     for i, c in enumerate(raw.get("cases", [])):
         if not c.get("prompt") or not c.get("keywords"):
@@ -46,12 +53,15 @@ def score_answer(answer: str, case: Case, max_words: int) -> dict:
     return {"hit": hit, "lowercase": answer == answer.lower(), "short": 0 < len(words) <= max_words}
 
 
-def eval_loss(cfg, params, tok, data_dir, batch_size: int = 32, max_batches: int = 50) -> float:
-    """Mean cross-entropy per target token over the held-out conversations (padded rows)."""
+def eval_loss(cfg, params, tok, data_dir, batch_size: int = 32, max_batches: int = 50, texts=None) -> float:
+    """Mean cross-entropy per target token over the held-out conversations (padded rows):
+    `texts`, or those of data_dir/eval.jsonl."""
     from .data import Batches, encode_texts, load_texts, mean_eval_loss
     from .model import GuppyLM
     from .steps import make_eval_step
-    samples = encode_texts(tok, load_texts(Path(data_dir) / "eval.jsonl"), cfg.max_seq_len).samples
+    if texts is None:
+        texts = load_texts(Path(data_dir) / "eval.jsonl")
+    samples = encode_texts(tok, texts, cfg.max_seq_len).samples
     batch_size = min(batch_size, len(samples))
     batches = Batches(samples, batch_size, cfg.max_seq_len, packed=False, shuffle=False)
     return mean_eval_loss(make_eval_step(GuppyLM(cfg).apply), params, batches.one_pass(), max_batches)
@@ -79,14 +89,18 @@ def summarize_rows(rows: list[dict], variants, max_words: int) -> dict:
 def run_eval(run_dir, cases_path=DEFAULT_CASES, data_dir=DEFAULT_DATA, seed: int = 0,
              temperature: float = 0.0, variants=EVAL_VARIANTS) -> dict:
     """Answers to every case in every writing variant (greedy by default), their scores, and
-    the held-out loss when the data directory has an eval.jsonl."""
+    the held-out loss when the data directory has an eval.jsonl. The cases and the held-out
+    conversations are read (and checked) before the model is loaded."""
     import jax
 
     from .checkpoint import load_for_inference
+    from .data import load_texts
     from .generate import default_answer_len, generate
     from .tokenizer import decode, encode, format_prompt
-    cfg, params, tok = load_for_inference(run_dir)
     cases, max_words = load_cases(cases_path)
+    held_out = Path(data_dir) / "eval.jsonl"
+    held_out_texts = load_texts(held_out) if held_out.exists() else None
+    cfg, params, tok = load_for_inference(run_dir)
     asked = [(variant, case, write_as(case.prompt, variant)) for variant in variants for case in cases]
     prompts = [encode(tok, format_prompt(text)) for _, _, text in asked]
     answers = generate(cfg, params, prompts, jax.random.key(seed), max_new_tokens=default_answer_len(cfg),
@@ -97,7 +111,7 @@ def run_eval(run_dir, cases_path=DEFAULT_CASES, data_dir=DEFAULT_DATA, seed: int
         rows.append({"topic": case.topic, "variant": variant, "prompt": text, "answer": answer,
                      **score_answer(answer, case, max_words)})
     result = summarize_rows(rows, tuple(variants), max_words)
-    if (Path(data_dir) / "eval.jsonl").exists():
-        loss = eval_loss(cfg, params, tok, data_dir)
+    if held_out_texts is not None:
+        loss = eval_loss(cfg, params, tok, data_dir, texts=held_out_texts)
         result.update(eval_loss=loss, perplexity=math.exp(loss))
     return result

@@ -77,19 +77,39 @@ def check_specials(tok: Tokenizer, where: str = "tokenizer") -> None:
             raise ValueError(f"{where}: {token} must have id {want_id}, found {got}")
 
 
+def tokenizer_remedy(path) -> str:
+    """What to do about a tokenizer.json that is missing, damaged or wrong, by where it lies:
+    a run directory's is a copy of its data directory's, a data directory's is rebuilt by
+    preparing the data again."""
+    folder = Path(path).parent
+    if any((folder / name).exists() for name in ("checkpoints", "best", "config.json")):
+        return (f"copy the tokenizer.json of the data directory this run was trained on (by default "
+                f"data/generated/guppy/tokenizer.json; for an imported run, the one it was imported with) to "
+                f"{path}; the run's checkpoints are not affected")
+    if any((folder / name).exists() for name in ("train.jsonl", "eval.jsonl")):
+        return "prepare the data again (with the command that made it), or copy a good tokenizer.json there"
+    return f"prepare data with `python -m guppy_jax.prepare --out {folder}`, or copy a good tokenizer.json there"
+
+
 def load_tokenizer(path) -> Tokenizer:
+    """The tokenizer at `path` (a tokenizer.json, or a directory holding one). A file that is
+    missing, damaged or not a GuppyLM tokenizer raises one line that names it and says what
+    to do (FileNotFoundError, ValueError)."""
     path = Path(path)
     if path.is_dir():
         path = path / "tokenizer.json"
     if not path.exists():
-        raise FileNotFoundError(f"tokenizer not found: {path} (run `python -m guppy_jax.prepare`)")
+        raise FileNotFoundError(f"tokenizer not found: {path}: {tokenizer_remedy(path)}")
     try:
         tok = Tokenizer.from_file(str(path))
     except Exception as err:  # the Rust library raises plain Exceptions for any damage
         reason = " ".join(str(err).split())[:160]
-        raise ValueError(f"{path}: not a readable tokenizer file ({reason}); prepare the data again "
-                         f"or copy a good tokenizer.json") from None
-    check_specials(tok, str(path))
+        raise ValueError(f"{path} is damaged: not a readable tokenizer file ({reason}); "
+                         f"{tokenizer_remedy(path)}") from None
+    try:
+        check_specials(tok, str(path))
+    except ValueError as err:
+        raise ValueError(f"{err}: not a GuppyLM tokenizer; {tokenizer_remedy(path)}") from None
     return tok
 
 

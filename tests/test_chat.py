@@ -113,3 +113,23 @@ def test_debugging_shows_the_libraries_logs_as_they_are(trained, absl_warnings, 
     load_for_inference(trained.run_dir)
     assert [m for m in absl_warnings() if "read only" in m] == [
         f"Given directory is read only={(trained.run_dir / sub).resolve()}" for sub in ("checkpoints", "best")]
+
+
+@pytest.fixture
+def weights_never_loaded(monkeypatch):
+    """Usage errors are found before the weights are read: reading them fails the test."""
+    import guppy_jax.checkpoint
+
+    def load(*args, **kwargs):
+        raise AssertionError("the weights were loaded before the flags were checked")
+    monkeypatch.setattr(guppy_jax.checkpoint, "load_for_inference", load)
+
+
+@pytest.mark.parametrize("flags, says", [(["--max-new-tokens", "0"], "--max-new-tokens must be at least 1"),
+                                         (["--max-new-tokens", "64"], "--max-new-tokens must be in [1, 63]"),
+                                         (["--seed", str(2**64)], "--seed must be in")])
+def test_out_of_range_flags_are_usage_errors_found_before_the_weights_load(trained, capsys, weights_never_loaded,
+                                                                          flags, says):
+    assert chat.main(["--run-dir", str(trained.run_dir), "--prompt", "hi", *flags]) == 2
+    err = capsys.readouterr().err
+    assert says in err and len(err.strip().splitlines()) == 1
