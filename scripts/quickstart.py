@@ -3,10 +3,13 @@
     python scripts/quickstart.py train [flags]   # python -m guppy_jax.train [flags], in .venv
     python scripts/quickstart.py test [args]     # the whole test suite (what CI runs), in .venv
     python scripts/quickstart.py test-lowest     # a smoke subset on the lowest versions we claim
+    python scripts/quickstart.py test-colab      # the Colab notebook and that subset on Colab's versions
 
 Each command makes (or reuses) its virtual environment first: `.venv` with the CPU build of
 PyTorch 2.13.0 (the reference) and the project with its `torch`, `web` and `dev` extras (plus
 `gpu` where `nvidia-smi` finds a GPU). An environment is rebuilt when pyproject.toml changes.
+`test-lowest` and `test-colab` make `.venv-lowest` and `.venv-colab` with exact pins (LOWEST and
+COLAB below) and check, before testing, that pip installed exactly those versions.
 `test` also sets up the browser test: Debian's chromium and chromium-driver (apt-get, when
 missing) and the page's npm libraries (`npm ci` in web/, when the lockfile changed). Only the
 standard library is used here.
@@ -14,6 +17,7 @@ standard library is used here.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -31,6 +35,21 @@ LOWEST_TESTS = ["tests/test_config.py", "tests/test_model.py", "tests/test_steps
                 "tests/test_data.py", "tests/test_datadir.py", "tests/test_checkpoint.py",
                 "tests/test_precision.py", "tests/test_trainer.py", "tests/test_chat.py", "tests/test_eval.py",
                 "tests/test_weight_files.py", "tests/test_compiled_sampler.py", "tests/test_distributed.py"]
+# The versions Colab users run: the notebook installs guppy-jax beside what the runtime has and
+# leaves that in place. Refresh this list (and its date) from a newer freeze; `test-colab` installs
+# it, and tests/test_quickstart.py checks that it pins every core dependency at or above its floor.
+COLAB_SOURCE = "Colab GPU runtime pip freeze, 2026-08"
+COLAB = {"jax": "0.7.2", "jaxlib": "0.7.2", "flax": "0.11.2", "optax": "0.2.8", "orbax-checkpoint": "0.12.4",
+         "numpy": "2.1.3", "tokenizers": "0.22.2", "safetensors": "0.8.0", "tqdm": "4.67.1",
+         "matplotlib": "3.10.0", "torch": TORCH_CPU.split("==")[1]}
+# Where they cannot be Colab's here: Colab runs Python 3.13, which does not install on this
+# machine, so `.venv-colab` is made with this machine's Python; Colab's jaxlib comes with the
+# cuda12 plugin, this one is the CPU jaxlib of the same version; and Colab has torch 2.11, whose
+# PyPI build pulls several GB of CUDA libraries, so the reference is tested at the CPU pin above.
+# The notebook, executed once with the tiny preset as the suite executes it (what it shows, and
+# that no library warning reaches the reader), then the core tests.
+COLAB_TESTS = ["tests/test_notebooks.py::test_the_notebook_trains_chats_evaluates_and_exports_on_cpu",
+               "tests/test_notebooks.py::test_the_notebook_shows_no_library_warnings", *LOWEST_TESTS]
 
 
 def say(message: str) -> None:
@@ -86,12 +105,30 @@ def browser_setup() -> None:
         stamp_file.write_text(stamp + "\n")
 
 
-def run(python: Path, *args: str) -> int:
-    return subprocess.run([str(python), *args], cwd=REPO).returncode
+def run(python: Path, *args: str, env: dict[str, str] | None = None) -> int:
+    return subprocess.run([str(python), *args], cwd=REPO, env=env).returncode
+
+
+def pinned_venv(folder: str, pins: dict[str, str], *extra: str) -> Path | None:
+    """`folder` with exactly `pins` (and `extra`, unpinned), resolved together so that nothing
+    is upgraded past a pin, and the project on top without its dependencies. None, with what
+    differs printed, when the installed versions are not the pins."""
+    python = venv(folder, [[*(f"{name}=={version}" for name, version in pins.items()), *extra],
+                           ["--no-deps", "-e", "."]])
+    probe = "import json, sys; from importlib.metadata import version\n" \
+            "print(json.dumps({n: version(n) for n in sys.argv[1:]}))"
+    found = json.loads(subprocess.run([str(python), "-c", probe, *pins], check=True, capture_output=True,
+                                      text=True).stdout)
+    wrong = {name: found[name] for name, version in pins.items() if found[name].split("+")[0] != version}
+    if wrong:  # "+cpu", the local build's label, is not a difference
+        say(f"{folder} does not have the pinned versions: " +
+            ", ".join(f"{name} {found[name]}, pinned {pins[name]}" for name in wrong))
+        return None
+    return python
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("train", "test", "test-lowest"):
+    if not argv or argv[0] not in ("train", "test", "test-lowest", "test-colab"):
         print(__doc__.strip().split("\n\n")[1])
         return 2
     command, rest = argv[0], argv[1:]
@@ -101,9 +138,16 @@ def main(argv: list[str]) -> int:
         python = main_venv()
         browser_setup()
         return run(python, "-m", "pytest", "-q", *rest)
-    pins = [f"{name}=={version}" for name, version in LOWEST.items()]
-    python = venv(".venv-lowest", [[*pins, "pytest>=8"], ["--no-deps", "-e", "."]])
-    return run(python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *LOWEST_TESTS, *rest)
+    if command == "test-lowest":
+        python = pinned_venv(".venv-lowest", LOWEST, "pytest>=8")
+        return 1 if python is None else run(python, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                            *LOWEST_TESTS, *rest)
+    python = pinned_venv(".venv-colab", COLAB, "pytest>=8", "papermill>=2.6", "ipykernel>=6.29", "nbformat>=5.10")
+    if python is None:
+        return 1
+    # papermill's kernel "python3" is this environment's Python, not one a kernelspec elsewhere names
+    env = {**os.environ, "JUPYTER_DATA_DIR": str(REPO / ".venv-colab" / "share" / "jupyter")}
+    return run(python, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *COLAB_TESTS, *rest, env=env)
 
 
 if __name__ == "__main__":
