@@ -1,19 +1,19 @@
 """attention_maps: both frameworks' attention probabilities of one prompt, from the same weights."""
-import jax
 import numpy as np
 import pytest
 
 from guppy_jax.attention_maps import (PARITY_TOL, PromptError, check_prompt, inspect_prompt, jax_attention,
                                       top_candidates)
 from guppy_jax.config import PARITY_MODELS
-from guppy_jax.model import init_params
+
+from .helpers import random_params
 
 MICRO = PARITY_MODELS["micro"]
 
 
 @pytest.fixture(scope="module")
 def params():
-    return init_params(MICRO, jax.random.key(3))
+    return random_params(MICRO, seed=3)
 
 
 def test_jax_and_reference_maps_agree_within_the_parity_tolerance(params):

@@ -7,7 +7,8 @@ import guppy_jax
 from guppy_jax import compiled_sampler as saved
 from guppy_jax.config import PRESETS
 from guppy_jax.generate import generate
-from guppy_jax.model import init_params
+
+from .helpers import random_params
 
 CFG = PRESETS["tiny"].model
 PROMPTS = [[1, 5, 9, 14, 2, 1, 7], [1, 30, 31]]
@@ -21,7 +22,7 @@ def cache(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def params():
-    return init_params(CFG, jax.random.key(3))
+    return random_params(CFG, seed=3)
 
 
 def answers(params, sampler, temperature):

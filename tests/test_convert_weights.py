@@ -6,14 +6,15 @@ import pytest
 from guppy_jax.config import PARITY_MODELS
 from guppy_jax.convert_weights import (TIED_HEAD_KEY, WeightsError, key_map, params_to_state_dict,
                                        state_dict_to_params)
-from guppy_jax.model import init_params
+
+from .helpers import random_params
 
 CFG = PARITY_MODELS["micro"]
 
 
 @pytest.fixture(scope="module")
 def params():
-    return jax.device_get(init_params(CFG, jax.random.key(0)))
+    return jax.device_get(random_params(CFG, seed=0))
 
 
 def test_every_key_and_shape(params):

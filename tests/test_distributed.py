@@ -9,13 +9,14 @@ import subprocess
 import sys
 import time
 
-import jax
 import numpy as np
 import pytest
 
 from guppy_jax.checkpoint import load_for_inference
 from guppy_jax.cli import EXIT_INTERRUPTED, EXIT_USAGE, REPO
 from guppy_jax.distributed import DistributedError, Settings, settings
+
+from .helpers import metrics, run_weights
 
 
 def test_no_settings_means_one_process_and_flags_win_over_the_environment():
@@ -84,12 +85,11 @@ def train_processes(n: int, run_dir, data_dir, *flags: str, devices: int = 1) ->
 
 
 def losses(run_dir) -> dict:
-    return {(r["step"], key): r[key] for r in map(json.loads, (run_dir / "metrics.jsonl").open())
-            for key in ("loss", "eval_loss") if key in r}
+    """{(step, "loss" or "eval_loss"): value}: every logged loss of a run."""
+    return {(step, key): value for key in ("loss", "eval_loss") for step, value in metrics(run_dir, key).items()}
 
 
-def params(run_dir) -> list:
-    return jax.tree_util.tree_leaves(load_for_inference(run_dir, best=False)[1])
+params = run_weights
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +151,7 @@ def test_a_failure_in_process_0_stops_every_process_with_an_error(tmp_path):
             p.kill()
     assert [p.returncode for p in procs] == [1, 1], [err[-800:] for _, err in outs]
     assert "no-such-data" in outs[0][1]
-    assert "another process failed to load the data" in outs[1][1], outs[1][1][-800:]
+    assert "another process failed to prepare the data" in outs[1][1], outs[1][1][-800:]
 
 
 def test_a_signal_to_one_process_stops_both_at_the_same_step_with_a_checkpoint(tmp_path, data_dir):

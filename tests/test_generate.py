@@ -6,16 +6,15 @@ import pytest
 
 from guppy_jax.config import PARITY_MODELS
 from guppy_jax.generate import generate, generate_cached, greedy_uncached, left_pad, sample_logits
-from guppy_jax.model import init_params
+
+from .helpers import random_params
 
 CFG = PARITY_MODELS["micro"]
 
 
 @pytest.fixture(scope="module")
 def params():
-    # larger-than-init weights so that greedy decoding wanders instead of repeating one token
-    p = init_params(CFG, jax.random.key(4))
-    return jax.tree_util.tree_map(lambda x: x * 6.0 if x.ndim == 2 else x, p)
+    return random_params(CFG, seed=4, scale=6.0)  # greedy decoding wanders instead of repeating a token
 
 
 PROMPTS = [[1, 5, 9, 33], [1, 7], [1, 40, 41, 42, 43, 44, 45, 46, 47]]

@@ -1,21 +1,17 @@
 """The training loop end to end on the tiny preset and a small generated dataset."""
 import json
-from pathlib import Path
 
 import jax.numpy as jnp
 import pytest
 
 import guppy_jax.steps as steps
 from guppy_jax.config import PRESETS
+
+from .helpers import losses
 from guppy_jax.training.loop import TrainError, TrainOptions, train
 from guppy_jax.training.report import Reporter
 
 TINY = PRESETS["tiny"]
-
-
-def losses(run_dir):
-    rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["loss"] for r in rows if "loss" in r}
 
 
 def run(cfg, out, data_dir, **kw):
