@@ -42,7 +42,8 @@ COLAB_SOURCE = "Colab GPU runtime pip freeze, 2026-08"
 COLAB = {"jax": "0.7.2", "jaxlib": "0.7.2", "flax": "0.11.2", "optax": "0.2.8", "orbax-checkpoint": "0.12.4",
          "numpy": "2.1.3", "tokenizers": "0.22.2", "safetensors": "0.8.0", "tqdm": "4.67.1",
          "matplotlib": "3.10.0", "torch": TORCH_CPU.split("==")[1]}
-# Where they cannot be Colab's here: Colab runs Python 3.13, which does not install on this
+# tqdm is not among the versions this list was taken from: 4.67.1 stands in for it (a current
+# release, above our floor). Where they cannot be Colab's here: Colab runs Python 3.13, which does not install on this
 # machine, so `.venv-colab` is made with this machine's Python; Colab's jaxlib comes with the
 # cuda12 plugin, this one is the CPU jaxlib of the same version; and Colab has torch 2.11, whose
 # PyPI build pulls several GB of CUDA libraries, so the reference is tested at the CPU pin above.
