@@ -27,7 +27,7 @@ from __future__ import annotations
 import sys
 
 from . import cli
-from .weight_files import FORMATS, export_run, import_run
+from .weight_files import FORMATS, export_weights, import_run
 
 
 def build_parser():
@@ -71,12 +71,12 @@ def main(argv=None) -> int:
         else:
             run_dir = args.run_dir_pos or args.run_dir
             if args.format == "onnx":
-                from .onnx_export import export_run as export_onnx
+                from .onnx_export import export_onnx
                 export_onnx(run_dir, args.out, force=args.force)
                 print(f"exported {run_dir} to {args.out}/guppy.onnx and guppy.int8.onnx (+ guppy.json, "
                       f"tokenizer.json)")
             else:
-                weights = export_run(run_dir, args.out, args.format, args.force)
+                weights = export_weights(run_dir, args.out, args.format, args.force)
                 print(f"exported {run_dir} to {weights} (+ config.json, tokenizer.json)")
     except (ValueError, OSError) as err:  # WeightFileError, CheckpointError are ValueErrors
         return cli.error(err)

@@ -48,7 +48,7 @@ from .cli import DEFAULT_DATA, DEFAULT_PERSONA
 from .data import Batches, DataError, encode_texts, load_texts, pack_rows, padded_row_len
 from .faults import moment
 from .memory import check_prepare_fits
-from .persona import generate, load_persona, split, summarize, write_jsonl
+from .persona import conversations, load_persona, split, summarize, write_jsonl
 from .tokenizer import (MAX_VOCAB, MIN_VOCAB, format_chat, load_tokenizer, lowercase_loses_nothing,
                         train_tokenizer)
 
@@ -325,7 +325,7 @@ def prepare(persona_path=DEFAULT_PERSONA, out=DEFAULT_DATA, samples: int = 60_00
     check_prepare_fits(samples)
     out = Path(out)
     with replacing(out, quiet=quiet) as new:
-        records = generate(persona, samples, seed)
+        records = conversations(persona, samples, seed)
         train, held_out = split(records, eval_fraction)
         train_texts = [format_chat(r["input"], r["output"]) for r in train]
         lowercase = lowercase_loses_nothing(train_texts + [format_chat(r["input"], r["output"]) for r in held_out])

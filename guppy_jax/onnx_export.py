@@ -159,7 +159,7 @@ def export_params(params, cfg: ModelConfig, tokenizer_json, out, int8: bool = Tr
     return meta
 
 
-def export_run(run_dir, out, *, force: bool = False, best: bool = True, int8: bool = True,
+def export_onnx(run_dir, out, *, force: bool = False, best: bool = True, int8: bool = True,
                notes: list | None = None) -> dict:
     """Export a run's best-eval (or latest) checkpoint; see export_params."""
     from .checkpoint import load_for_inference

@@ -132,7 +132,7 @@ def _fill(template: str, pools: dict, bound: dict, rng: random.Random) -> str:
     return SLOT.sub(pick, template)
 
 
-def generate(persona: Persona, n: int, seed: int) -> list[dict]:
+def conversations(persona: Persona, n: int, seed: int) -> list[dict]:
     """n records {"input", "output", "category"}, topics as equal as n allows, shuffled."""
     rng = random.Random(seed)
     order = [persona.topics[i % len(persona.topics)] for i in range(n)]

@@ -42,7 +42,7 @@ def mib(n: int) -> str:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from .checkpoint import CheckpointError
-    from .onnx_export import OnnxExportError, export_run
+    from .onnx_export import OnnxExportError, export_onnx
     from .web_site import SiteError, build_site
     if not (Path(args.run_dir) / "config.json").exists():
         return cli.error(f"no trained model in {args.run_dir}: train one first (python -m guppy_jax.train "
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     notes: list[str] = []
     try:
         if args.command == "export":
-            meta = export_run(args.run_dir, args.out, force=args.force, best=not args.latest,
+            meta = export_onnx(args.run_dir, args.out, force=args.force, best=not args.latest,
                               int8=not args.no_int8, notes=notes)
         else:
             built = build_site(args.run_dir, args.out, force=args.force, best=not args.latest,

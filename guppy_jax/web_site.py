@@ -78,12 +78,12 @@ def load_sizes(out: Path) -> dict[str, int]:
 def build_site(run_dir, out, *, force: bool = False, best: bool = True, int8: bool = True,
                notes: list | None = None) -> dict:
     """Export the run and assemble the page in `out`; returns {"meta", "load_bytes"}."""
-    from .onnx_export import export_run
+    from .onnx_export import export_onnx
     out = Path(out)
     check_site_target(out, force)
     library_sources()  # fail before the (slower) export
     if (out / "model").exists():
         shutil.rmtree(out / "model")
-    meta = export_run(run_dir, out / "model", force=True, best=best, int8=int8, notes=notes)
+    meta = export_onnx(run_dir, out / "model", force=True, best=best, int8=int8, notes=notes)
     copy_page(out)
     return {"meta": meta, "load_bytes": load_sizes(out)}

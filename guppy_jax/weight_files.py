@@ -348,7 +348,7 @@ def check_export_target(run_dir, out, files, force: bool, error=WeightFileError)
                     f"--force to overwrite them")
 
 
-def export_run(run_dir, out, fmt: str = "safetensors", force: bool = False) -> Path:
+def export_weights(run_dir, out, fmt: str = "safetensors", force: bool = False) -> Path:
     """Write a run's weights (the original's keys) as `fmt`, with config.json and
     tokenizer.json beside them; returns the weight file's path."""
     import jax

@@ -9,7 +9,7 @@ import pytest
 from guppy_jax.cli import DEFAULT_PERSONA, REPO
 from guppy_jax.config import PRESETS
 from guppy_jax.datadir import prepare
-from guppy_jax.persona import generate, load_persona
+from guppy_jax.persona import conversations, load_persona
 from guppy_jax.tokenizer import format_chat, train_tokenizer
 from guppy_jax.training.loop import TrainOptions, train
 from guppy_jax.training.report import Reporter
@@ -26,7 +26,7 @@ class TrainedRun:
 @pytest.fixture(scope="session")
 def records() -> list[dict]:
     """3,000 generated Guppy conversations ({"input", "output", "category"})."""
-    return generate(load_persona(DEFAULT_PERSONA), 3000, seed=0)
+    return conversations(load_persona(DEFAULT_PERSONA), 3000, seed=0)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,7 @@
 """The personality eval's pieces: held-out prompts and how an answer is scored."""
 from guppy_jax.cli import DEFAULT_CASES, DEFAULT_PERSONA
 from guppy_jax.evaluation import Case, load_cases, score_answer, summarize_rows
-from guppy_jax.persona import generate, load_persona
+from guppy_jax.persona import conversations, load_persona
 from guppy_jax.writing import bare
 
 
@@ -13,7 +13,7 @@ def test_eval_prompts_are_held_out_in_any_writing():
     cases, _ = load_cases(DEFAULT_CASES)
     assert len(cases) >= 30 and len({c.topic for c in cases}) >= 30
     persona = load_persona(DEFAULT_PERSONA)
-    seen = {bare(r["input"]) for r in generate(persona, 60_000, seed=42)}  # capitals and end marks undone
+    seen = {bare(r["input"]) for r in conversations(persona, 60_000, seed=42)}  # capitals and end marks undone
     assert not [c.prompt for c in cases if bare(c.prompt) in seen]
     # nor a near copy: no prompt template shares 70% of its words with an eval prompt
     for topic in persona.topics:

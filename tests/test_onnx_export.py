@@ -19,7 +19,7 @@ FLOAT32_TOLERANCE = 1e-5
 @pytest.fixture(scope="module")
 def exported(trained, tmp_path_factory):
     out = tmp_path_factory.mktemp("onnx")
-    meta = ox.export_run(trained.run_dir, out)
+    meta = ox.export_onnx(trained.run_dir, out)
     cfg, params, tok = load_for_inference(trained.run_dir)
     return out, meta, cfg, params, tok
 

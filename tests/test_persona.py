@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from guppy_jax.datadir import prepare
-from guppy_jax.persona import SLOT, PersonaError, generate, load_persona, parse_persona, split, summarize
+from guppy_jax.persona import SLOT, PersonaError, conversations, load_persona, parse_persona, split, summarize
 
 PERSONAS = Path(__file__).resolve().parent.parent / "data" / "personas"
 GUPPY = load_persona(PERSONAS / "guppy.toml")
@@ -23,23 +23,23 @@ def test_guppy_has_sixty_topics_with_prompts_and_responses():
 
 
 def test_generation_is_deterministic_and_seed_dependent():
-    assert generate(GUPPY, 500, seed=3) == generate(GUPPY, 500, seed=3)
-    assert generate(GUPPY, 500, seed=3) != generate(GUPPY, 500, seed=4)
+    assert conversations(GUPPY, 500, seed=3) == conversations(GUPPY, 500, seed=3)
+    assert conversations(GUPPY, 500, seed=3) != conversations(GUPPY, 500, seed=4)
 
 
 def test_topics_are_balanced():
-    counts = summarize(generate(GUPPY, 6000, seed=0))["per_topic"]
+    counts = summarize(conversations(GUPPY, 6000, seed=0))["per_topic"]
     assert len(counts) == 60 and set(counts.values()) == {100}
-    uneven = summarize(generate(GUPPY, 6007, seed=0))["per_topic"]
+    uneven = summarize(conversations(GUPPY, 6007, seed=0))["per_topic"]
     assert max(uneven.values()) - min(uneven.values()) == 1
 
 
 def test_unique_share_at_least_the_originals_quarter():
-    assert summarize(generate(GUPPY, 20_000, seed=0))["unique_share"] >= 0.25
+    assert summarize(conversations(GUPPY, 20_000, seed=0))["unique_share"] >= 0.25
 
 
 def test_every_template_renders_without_leftover_slots():
-    records = generate(GUPPY, 30_000, seed=1)
+    records = conversations(GUPPY, 30_000, seed=1)
     used = {(r["category"], r["output"].split(". ")[0]) for r in records}
     assert len(used) > 100
     for r in records:
@@ -56,21 +56,21 @@ def test_every_template_renders_without_leftover_slots():
 
 def test_prompt_slot_value_carries_into_response():
     as_written = parse_persona({**RAW_GUPPY, "user_variation": 0, "user_typos": 0})  # no capitals or typos in the way
-    for r in generate(as_written, 3000, seed=2):
+    for r in conversations(as_written, 3000, seed=2):
         if r["category"] == "human things" and r["output"].startswith("i do not know "):
             thing = r["output"][len("i do not know "):].split(".")[0]
             assert thing in r["input"], r
 
 
 def test_guppy_character():
-    records = generate(GUPPY, 6000, seed=0)
+    records = conversations(GUPPY, 6000, seed=0)
     life = [r["output"] for r in records if r["category"] == "meaning of life"]
     assert life and all("food" in o for o in life)
     assert all(r["output"] == r["output"].lower() for r in records)
 
 
 def test_split_holds_out_five_percent():
-    train, held = split(generate(GUPPY, 1000, seed=0))
+    train, held = split(conversations(GUPPY, 1000, seed=0))
     assert (len(train), len(held)) == (950, 50)
 
 
@@ -97,20 +97,20 @@ def test_bad_persona_is_rejected_with_topic_and_template(change, words):
 
 def test_user_prompts_are_written_as_people_type_and_answers_stay_lowercase():
     from guppy_jax.writing import bare
-    records = generate(GUPPY, 6000, seed=5)
+    records = conversations(GUPPY, 6000, seed=5)
     varied = [r["input"] for r in records if r["input"] != r["input"].lower() or r["input"][-1:] in "?!.):"]
     assert 0.35 < len(varied) / len(records) < 0.6, len(varied)  # user_variation = 0.5, some vary to lowercase
     assert any(i.isupper() for i in varied) and any(i[:1].isupper() and not i.isupper() for i in varied)
     assert any("Guppy" in i for i in varied)
     assert all(r["output"] == r["output"].lower() for r in records)
-    plain = generate(parse_persona({**RAW_GUPPY, "user_variation": 0}), 600, seed=5)
+    plain = conversations(parse_persona({**RAW_GUPPY, "user_variation": 0}), 600, seed=5)
     assert all(r["input"] == bare(r["input"]) for r in plain)  # nothing varied at 0
 
 
 def test_user_typos_give_that_share_of_prompts_one_small_slip():
     one_prompt = {**BASE, "topics": [{"name": "ask", "prompts": ["do you like bubbles"], "responses": ["yes"]}]}
     for share in (0.0, 0.3, 1.0):
-        inputs = [r["input"] for r in generate(parse_persona({**one_prompt, "user_typos": share}), 2000, seed=1)]
+        inputs = [r["input"] for r in conversations(parse_persona({**one_prompt, "user_typos": share}), 2000, seed=1)]
         slipped = [i for i in inputs if i != "do you like bubbles"]
         assert abs(len(slipped) / len(inputs) - share) < 0.04, (share, len(slipped))
         for i in slipped:  # one letter swapped, dropped or doubled in one word of 4+ letters
@@ -140,7 +140,7 @@ ARTICLE_SLIP = re.compile(rf"\ba\s+[aeiou]\w*|\ban\s+[b-df-hj-np-tv-z]\w*"
 @functools.cache
 def default_set(name: str) -> tuple[dict, ...]:
     defaults = inspect.signature(prepare).parameters
-    return tuple(generate(load_persona(PERSONAS / f"{name}.toml"), defaults["samples"].default,
+    return tuple(conversations(load_persona(PERSONAS / f"{name}.toml"), defaults["samples"].default,
                           defaults["seed"].default))
 
 

@@ -1,0 +1,86 @@
+"""Train JAX and the PyTorch reference side by side from the same weights on the same
+batches (the library of `python -m guppy_jax.compare`): every loss of both, and a plot."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from .config import PRESETS
+from .paths import DEFAULT_DATA
+
+
+def run_compare(preset="guppy-9m", steps=100, dropout=False, data_dir=None, seed=0, batch_size=None,
+                quiet=False) -> dict:
+    """Train both frameworks from the same weights on the same batches; every loss of both."""
+    import jax
+    import torch
+
+    from reference_torch.train import make_optimizer, to_torch_batch
+    from reference_torch.train import train_step as torch_step
+
+    from .convert_weights import torch_model_from_params
+    from .data import Batches, padded_row_len
+    from .datadir import load_samples
+    from .model import init_params
+    from .steps import create_state, make_train_step
+
+    train_cfg = PRESETS[preset]
+    cfg = train_cfg.model if dropout else train_cfg.model.replace(dropout=0.0)
+    oc = train_cfg.optim.replace(steps=steps, warmup_steps=min(train_cfg.optim.warmup_steps, steps // 10))
+    B = batch_size or train_cfg.batch_size
+    samples = load_samples(data_dir or DEFAULT_DATA, cfg.max_seq_len, cfg.vocab_size)
+    T = padded_row_len(samples, cfg.max_seq_len)
+    batches = Batches(samples, B, T, packed=False, seed=seed)
+    fixed = [next(batches) for _ in range(steps)]
+
+    params = init_params(cfg, jax.random.key(seed))
+    torch.manual_seed(seed)
+    model = torch_model_from_params(jax.device_get(params), cfg)
+    opt, sched = make_optimizer(model, oc)
+    state = create_state(cfg, oc, params)
+    rng = jax.random.key(seed + 1)
+    step = make_train_step(dropout=dropout)
+
+    losses_j, losses_t, wall = [], [], {"jax": 0.0, "torch": 0.0}
+    for i, batch in enumerate(fixed):
+        t = time.perf_counter()
+        state, metrics = step(state, batch, rng)
+        losses_j.append(float(metrics["loss"]))
+        wall["jax"] += time.perf_counter() - t
+        t = time.perf_counter()
+        if not dropout:
+            model.eval()  # train_step calls model.train(); with p = 0 the two modes agree anyway
+        losses_t.append(torch_step(model, opt, sched, to_torch_batch(batch), oc.grad_clip))
+        wall["torch"] += time.perf_counter() - t
+        if not quiet and (i + 1) % max(1, steps // 10) == 0:
+            print(f"step {i + 1}/{steps}: jax {losses_j[-1]:.4f}  torch {losses_t[-1]:.4f}  "
+                  f"|diff| {abs(losses_j[-1] - losses_t[-1]):.2e}", flush=True)
+    diff = np.abs(np.array(losses_j) - np.array(losses_t))
+    return {"config": preset, "steps": steps, "dropout": dropout, "batch": [B, T], "seed": seed,
+            "jax_losses": losses_j, "torch_losses": losses_t, "max_abs_diff": float(diff.max()),
+            "final_abs_diff": float(diff[-1]), "first_step_abs_diff": float(diff[0]),
+            "wall_s": wall, "date": time.strftime("%Y-%m-%d"), "jax": jax.__version__,
+            "torch": torch.__version__}
+
+
+def plot_compare(res: dict, png_path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    steps = np.arange(1, res["steps"] + 1)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), dpi=110, sharex=True,
+                                      gridspec_kw={"height_ratios": [2, 1]})
+    top.plot(steps, res["jax_losses"], color="tab:blue", label="JAX / Flax")
+    top.plot(steps, res["torch_losses"], color="tab:red", linestyle="--", label="PyTorch reference")
+    top.set(ylabel="train loss", title=f"Same weights, same batches: {res['config']}, "
+                                       f"dropout {'on' if res['dropout'] else 'off'}")
+    top.legend()
+    top.grid(alpha=0.3)
+    diff = np.abs(np.array(res["jax_losses"]) - np.array(res["torch_losses"]))
+    bottom.semilogy(steps, np.maximum(diff, 1e-9), color="black")
+    bottom.set(xlabel="step", ylabel="|JAX - PyTorch|")
+    bottom.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(png_path)
+    plt.close(fig)
