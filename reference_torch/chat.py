@@ -11,6 +11,7 @@ and tokenizers only: no JAX is imported.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -18,17 +19,22 @@ import torch
 
 from guppy_jax.config import ModelConfig
 from guppy_jax.tokenizer import decode, encode, format_prompt, load_tokenizer
-from guppy_jax.weight_files import FORMATS, WeightFileError, read_weights
 from reference_torch.model import GuppyLM, generate, generate_cached
 
 
+def read_state_dict(model_dir: Path) -> dict:
+    """The export's tensors: model.safetensors, else pytorch_model.bin (read weights-only)."""
+    if (model_dir / "model.safetensors").exists():
+        from safetensors.torch import load_file
+        return load_file(str(model_dir / "model.safetensors"))
+    return torch.load(model_dir / "pytorch_model.bin", map_location="cpu", weights_only=True)
+
+
 def load_export(model_dir: Path) -> tuple[GuppyLM, ModelConfig]:
-    """reference_torch's GuppyLM from an export, read by guppy_jax.weight_files (which reads
-    pickles weights-only and needs no JAX)."""
-    path = next((model_dir / name for name in FORMATS.values() if (model_dir / name).exists()),
-                model_dir / FORMATS["safetensors"])
-    state, cfg, _ = read_weights(path)
-    state = {key: torch.as_tensor(value) for key, value in state.items()}
+    """reference_torch's GuppyLM from an export (`guppy_jax.convert export` writes the
+    original's keys and a flat config.json), loaded strictly."""
+    cfg = ModelConfig.from_dict(json.loads((model_dir / "config.json").read_text()))
+    state = read_state_dict(model_dir)
     state.setdefault("lm_head.weight", state["tok_emb.weight"])  # tied: one tensor, two names
     model = GuppyLM(cfg)
     model.load_state_dict(state, strict=True)
@@ -52,8 +58,10 @@ def main(argv=None) -> int:
         return 2
     try:
         model, cfg = load_export(model_dir)
-    except WeightFileError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except Exception as err:  # a damaged export: torch, safetensors and json raise many types
+        print(f"error: {model_dir}: the export cannot be loaded ({type(err).__name__}: "
+              f"{str(err).strip().splitlines()[0][:200] if str(err).strip() else 'no detail'}); export it again",
+              file=sys.stderr)
         return 1
     tok = load_tokenizer(model_dir / "tokenizer.json")
     ids = encode(tok, format_prompt(args.prompt))[-(cfg.max_seq_len - 1):]
