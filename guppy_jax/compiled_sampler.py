@@ -2,11 +2,11 @@
 
 JAX's persistent compilation cache (cli.py turns it on) saves XLA's compiled programs, but
 a new process must still trace `generate_cached` through Flax and lower it to StableHLO
-before it can look its program up: about half a second of a chat's start-up on 2 cores.
-Here the first chat compiles the sampler as it would anyway (trace, lower, compile), but
-outside JAX's cache, and saves the compiled executable
-(`jax.experimental.serialize_executable`, a few hundredths of a second). A later chat
-loads it back in about 0.1 s and calls it: no Flax, no tracing, no lowering, no compile.
+before it can look its program up, a visible share of a chat's start-up. Here the first chat
+compiles the sampler as it would anyway (trace, lower, compile), but outside JAX's cache, and
+saves the compiled executable (`jax.experimental.serialize_executable`). A later chat loads
+it back and calls it: no Flax, no tracing, no lowering, no compile. (What each step costs:
+BENCHMARKS.md, "Start-up, decoders and the memory floor".)
 
 The file lives beside the compilation cache (`<jax_compilation_cache_dir>/guppy-compiled/`),
 named by a hash of everything the program depends on: the model config, the batch and
@@ -84,9 +84,10 @@ def artifact_path(cfg, batch: int, prompt_len: int, max_new_tokens: int) -> Path
 def _persistent_cache_off():
     """JAX's persistent compilation cache neither read nor written inside the block.
 
-    An executable that JAX read back from that cache serializes without its compiled kernels
-    (XLA:CPU, jax 0.10.2: loading such a file fails with "Function ... not found"), so the
-    one we save must be compiled afresh. `reset_cache` makes JAX look at the setting again."""
+    An executable that JAX read back from that cache can serialize without its compiled
+    kernels (seen on XLA:CPU: loading such a file fails with "Function ... not found";
+    BENCHMARKS.md, "Start-up, decoders and the memory floor", "A fix"), so the one we save
+    must be compiled afresh. `reset_cache` makes JAX look at the setting again."""
     enabled = jax.config.jax_enable_compilation_cache
     reset_cache()
     jax.config.update("jax_enable_compilation_cache", False)

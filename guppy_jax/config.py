@@ -192,9 +192,8 @@ PRESETS = {
     "guppy-9m": TrainConfig(steps_per_call=4),
     # Fits in 10 minutes on a 2-core laptop CPU: a narrower, shallower model (a 2,048-row
     # vocab halves the tied head), packed rows, a higher peak lr for the short schedule, and
-    # short evaluations. 800 steps (600 before issue 13): with prompts written as people type
-    # them, 600 steps left the held-out hit rate at 58% (lowercase) and ~30% (capitals,
-    # typos); 800 reach 67% and 47% (BENCHMARKS.md).
+    # short evaluations. 800 steps: with prompts written as people type them, fewer steps left
+    # the held-out hit rate low, the capitals and typos most (BENCHMARKS.md, "How people type").
     "cpu": TrainConfig(
         model=ModelConfig(vocab_size=2048, d_model=192, n_layers=4, n_heads=4, ffn_hidden=384),
         optim=OptimConfig(lr=1e-3, min_lr=1e-4, warmup_steps=100, steps=800),

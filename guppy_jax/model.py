@@ -10,8 +10,7 @@ Dense, the attention einsums, the tied head) run in that dtype, while the embedd
 residual stream, LayerNorms, softmax and logits stay float32 (params are always float32).
 
 Shape suffixes: B batch, T query length, S key length (T, or the cache size when
-decoding), D d_model, H heads, K head dim, F ffn hidden, V vocab, Z = B * H (batch and
-heads as one axis: the attention's batched matmuls and the decode cache use it).
+decoding), D d_model, H heads, K head dim, F ffn hidden, V vocab.
 
 Optional extras beyond the original, all off by default:
 - `positions_BT` / `segment_ids_BT`: several conversations packed in one row attend
@@ -21,6 +20,10 @@ Optional extras beyond the original, all off by default:
   generation costs one position per new token.
 - intermediates: attention probabilities, attention outputs and block outputs are
   sown into the 'intermediates' collection (`mutable=['intermediates']`).
+
+The last section, "Speed-ups", is where three names called above live: `norm_input`,
+`KVCache` and `einsum_bh`. Each computes what the one-line comment where it is called says,
+in a form chosen for XLA:CPU's speed; skip that section on first reading.
 """
 from __future__ import annotations
 
@@ -40,70 +43,15 @@ def dense(features: int, name: str, dtype) -> nn.Dense:
                     dtype=dtype, name=name)
 
 
-def layer_norm(name: str) -> nn.LayerNorm:
-    # PyTorch's LayerNorm: eps 1e-5, variance as mean((x - mean)^2), not E[x^2] - E[x]^2.
-    # Computed at the residual stream's precision, never in half (as under torch autocast).
-    return nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, name=name)
-
-
-def grad_fence(x_BTD):
-    """The identity; on XLA:CPU its gradient passes through `lax.optimization_barrier`.
-
-    Used where the residual stream enters a LayerNorm. Without it, XLA:CPU fused each
-    LayerNorm's backward with the transposing copy that the next weight-gradient matmul
-    reads, into one loop over a dozen arrays in transposed order: about 30 ms a layer of the
-    9M model's 812 ms train step (jax 0.10.2, BENCHMARKS.md). The barrier keeps the two
-    apart, and the step took 620 ms. The forward pass is untouched. Not applied on other
-    backends, where it was not measured.
-    """
-    return _fenced(x_BTD) if jax.default_backend() == "cpu" else x_BTD
-
-
-@jax.custom_vjp  # a custom rule, not a bare barrier: older jax cannot differentiate one
-def _fenced(x):
-    return x
-
-
-def _fenced_bwd(_, g):
-    return (jax.lax.optimization_barrier(g),)
-
-
-_fenced.defvjp(lambda x: (x, None), _fenced_bwd)
+def layer_norm(name: str):
+    """PyTorch's LayerNorm, as a function of the residual stream x_BTD: eps 1e-5, variance as
+    mean((x - mean)^2), not E[x^2] - E[x]^2, computed at the residual stream's precision, never
+    in half (as under torch autocast)."""
+    norm = nn.LayerNorm(epsilon=1e-5, use_fast_variance=False, name=name)
+    return lambda x_BTD: norm(norm_input(x_BTD))  # norm_input(x) is x, with a gradient fence (Speed-ups)
 
 
 # ----------------------------------------------------------------------------- Attention
-class KVCache(nn.Module):
-    """The decoding cache of one Attention layer: keys, values and segment ids of every
-    slot written so far, in fixed buffers (S = max_seq_len slots) of the 'cache' collection.
-
-    Keys and values are kept as (Z, S, K), exactly the operand shape of the attention's
-    batched matmuls, so XLA updates them in place, one slot per step. In any other shape
-    XLA:CPU rewrote every buffer on every step: (B, S, H, K) was transposed for the
-    matmuls; with (B, H, S, K) the matmul read a reshaped view of the updated buffer, and
-    XLA computed the update twice and copied the buffers (BENCHMARKS.md, "The decode
-    cache's shape").
-
-    Each call writes this step's T positions at the cache index and returns the whole
-    buffers, plus the slot of the first new position (so queries know where they are).
-    """
-    max_len: int
-
-    @nn.compact
-    def __call__(self, k_ZTK, v_ZTK, segment_ids_BT):
-        Z, T, K = k_ZTK.shape
-        B, S = segment_ids_BT.shape[0], self.max_len
-        k = self.variable("cache", "k", jnp.zeros, (Z, S, K), k_ZTK.dtype)
-        v = self.variable("cache", "v", jnp.zeros, (Z, S, K), v_ZTK.dtype)
-        seg = self.variable("cache", "segment_ids", jnp.zeros, (B, S), jnp.int32)
-        index = self.variable("cache", "index", lambda: jnp.array(0, jnp.int32))
-        start = index.value
-        k.value = jax.lax.dynamic_update_slice(k.value, k_ZTK, (0, start, 0))
-        v.value = jax.lax.dynamic_update_slice(v.value, v_ZTK, (0, start, 0))
-        seg.value = jax.lax.dynamic_update_slice(seg.value, segment_ids_BT.astype(jnp.int32), (0, start))
-        index.value = start + T
-        return k.value, v.value, seg.value, start
-
-
 class Attention(nn.Module):
     cfg: ModelConfig
     dtype: jnp.dtype = jnp.float32
@@ -114,17 +62,18 @@ class Attention(nn.Module):
         B, T, D = x_BTD.shape
         H, K = cfg.n_heads, cfg.head_dim
         qkv_BT3D = dense(3 * D, "qkv", self.dtype)(x_BTD)  # split on D, not indexed: fewer copies
-        # heads first, like the reference's (B, H, T, K), then B and H as one batch axis Z
-        q_ZTK, k_ZSK, v_ZSK = (a.reshape(B, T, H, K).transpose(0, 2, 1, 3).reshape(B * H, T, K)
-                               for a in jnp.split(qkv_BT3D, 3, axis=-1))
+        q_BHTK, k_BHSK, v_BHSK = (a.reshape(B, T, H, K).transpose(0, 2, 1, 3)
+                                  for a in jnp.split(qkv_BT3D, 3, axis=-1))
         q_slot_T, seg_k_BS = jnp.arange(T), segment_ids_BT
         if decode:  # attend over every cached slot; this step's queries sit at start..start+T-1
-            k_ZSK, v_ZSK, seg_k_BS, start = KVCache(cfg.max_seq_len, name="cache")(
-                k_ZSK, v_ZSK, segment_ids_BT)
+            # KVCache (Speed-ups) stores this step's keys and values, and returns every slot's
+            k_BHSK, v_BHSK, seg_k_BS, start = KVCache(cfg.max_seq_len, name="cache")(
+                k_BHSK, v_BHSK, segment_ids_BT)
             q_slot_T = start + q_slot_T
-        S = k_ZSK.shape[1]
+        S = k_BHSK.shape[2]
 
-        scores_BHTS = jnp.einsum("ztk,zsk->zts", q_ZTK, k_ZSK).reshape(B, H, T, S) / math.sqrt(K)
+        # einsum_bh(spec, a, b, dtype): jnp.einsum(spec, a, b) in dtype, B and H merged for XLA:CPU (Speed-ups)
+        scores_BHTS = einsum_bh("bhtk,bhsk->bhts", q_BHTK, k_BHSK, self.dtype) / math.sqrt(K)
         causal_TS = jnp.arange(S)[None, :] <= q_slot_T[:, None]
         same_seg_BTS = segment_ids_BT[:, :, None] == seg_k_BS[:, None, :]
         mask_BHTS = (causal_TS[None] & same_seg_BTS)[:, None]
@@ -134,8 +83,8 @@ class Attention(nn.Module):
         self.sow("intermediates", "attn_probs", probs_BHTS)
         probs_BHTS = nn.Dropout(cfg.dropout)(probs_BHTS, deterministic=deterministic)
 
-        y_ZTK = jnp.einsum("zts,zsk->ztk", probs_BHTS.reshape(B * H, T, S).astype(v_ZSK.dtype), v_ZSK)
-        out_BTD = dense(D, "out", self.dtype)(y_ZTK.reshape(B, H, T, K).transpose(0, 2, 1, 3).reshape(B, T, D))
+        y_BHTK = einsum_bh("bhts,bhsk->bhtk", probs_BHTS, v_BHSK, self.dtype)
+        out_BTD = dense(D, "out", self.dtype)(y_BHTK.transpose(0, 2, 1, 3).reshape(B, T, D))
         self.sow("intermediates", "attn_out", out_BTD)
         return out_BTD
 
@@ -159,10 +108,10 @@ class Block(nn.Module):
 
     @nn.compact
     def __call__(self, x_BTD, segment_ids_BT, deterministic: bool, decode: bool = False):
-        h_BTD = layer_norm("norm1")(grad_fence(x_BTD))
+        h_BTD = layer_norm("norm1")(x_BTD)
         x_BTD = x_BTD + Attention(self.cfg, self.dtype, name="attn")(
             h_BTD, segment_ids_BT, deterministic, decode)
-        h_BTD = layer_norm("norm2")(grad_fence(x_BTD))
+        h_BTD = layer_norm("norm2")(x_BTD)
         x_BTD = x_BTD + FFN(self.cfg, self.dtype, name="ffn")(h_BTD, deterministic)
         self.sow("intermediates", "block_out", x_BTD)
         return x_BTD
@@ -192,7 +141,7 @@ class GuppyLM(nn.Module):
         for i in range(cfg.n_layers):
             x_BTD = Block(cfg, self.dtype, name=f"blocks_{i}")(
                 x_BTD, segment_ids_BT, deterministic, decode)
-        x_BTD = layer_norm("norm")(grad_fence(x_BTD))
+        x_BTD = layer_norm("norm")(x_BTD)
         # tied head: x @ tok_emb.T, no bias, a matmul like the others (in self.dtype)
         logits_BTV = jnp.dot(x_BTD.astype(self.dtype), tok_emb.embedding.astype(self.dtype).T)
         return logits_BTV.astype(jnp.promote_types(self.dtype, jnp.float32))
@@ -219,3 +168,84 @@ def forward_with_intermediates(cfg: ModelConfig, params: dict, tokens_BT, dtype=
         found[f"blocks.{i}.attn_out"] = block["attn"]["attn_out"][0]
         found[f"blocks.{i}.block_out"] = block["block_out"][0]
     return logits_BTV, found
+
+
+# ============================================================================= Speed-ups
+# Skip on first reading. The model above is complete without this section's details: each
+# name here computes what the comment where it is called says, written the way XLA:CPU ran
+# fastest. How much each saved is in BENCHMARKS.md ("The train step, op by op"; "The decode
+# cache's shape, and sampling"). PyTorch's eager reference needs none of them.
+
+# False makes norm_input the plain identity everywhere; read when a function is traced
+# (scripts/profile_step.py --without-fence times the train step both ways).
+GRADIENT_FENCE = True
+
+
+def norm_input(x_BTD):
+    """x_BTD itself, where the residual stream enters a LayerNorm. On XLA:CPU (and while
+    GRADIENT_FENCE is true) its gradient passes through `lax.optimization_barrier`, which XLA
+    may not fuse across.
+
+    Why: without the fence XLA:CPU fused each LayerNorm's backward with the transposing copy
+    that the next weight-gradient matmul reads, into one slow loop over a dozen arrays in
+    transposed order; with it the gradient is computed first and transposed by a plain copy
+    after. The forward pass is untouched, and so are the values. Other backends were never
+    measured with it, so they get the identity.
+    """
+    return _fenced(x_BTD) if GRADIENT_FENCE and jax.default_backend() == "cpu" else x_BTD
+
+
+@jax.custom_vjp  # a custom rule, not a bare barrier: older jax cannot differentiate one
+def _fenced(x):
+    return x
+
+
+def _fenced_bwd(_, g):
+    return (jax.lax.optimization_barrier(g),)
+
+
+_fenced.defvjp(lambda x: (x, None), _fenced_bwd)
+
+
+class KVCache(nn.Module):
+    """One Attention layer's decoding cache: the keys, values and segment ids of every slot
+    written so far, in fixed buffers (S = max_len slots) of the 'cache' collection.
+
+    Each call writes this step's T positions (keys and values (B, H, T, K), segment ids
+    (B, T)) at the cache index and returns every slot's keys and values (B, H, S, K) and
+    segment ids (B, S), plus the slot of the first new position (so queries know where they are).
+
+    Why keys and values are stored as (B*H, S, K): that is the operand shape of the attention's
+    batched matmuls (`einsum_bh`), so XLA updates the buffers in place, one slot per step.
+    Stored in any other shape, XLA:CPU rewrote every buffer on every step.
+    """
+    max_len: int
+
+    @nn.compact
+    def __call__(self, k_BHTK, v_BHTK, segment_ids_BT):
+        B, H, T, K = k_BHTK.shape
+        Z, S = B * H, self.max_len
+        k = self.variable("cache", "k", jnp.zeros, (Z, S, K), k_BHTK.dtype)
+        v = self.variable("cache", "v", jnp.zeros, (Z, S, K), v_BHTK.dtype)
+        seg = self.variable("cache", "segment_ids", jnp.zeros, (B, S), jnp.int32)
+        index = self.variable("cache", "index", lambda: jnp.array(0, jnp.int32))
+        start = index.value
+        k.value = jax.lax.dynamic_update_slice(k.value, k_BHTK.reshape(Z, T, K), (0, start, 0))
+        v.value = jax.lax.dynamic_update_slice(v.value, v_BHTK.reshape(Z, T, K), (0, start, 0))
+        seg.value = jax.lax.dynamic_update_slice(seg.value, segment_ids_BT.astype(jnp.int32), (0, start))
+        index.value = start + T
+        return k.value.reshape(B, H, S, K), v.value.reshape(B, H, S, K), seg.value, start
+
+
+def einsum_bh(spec: str, a, b, dtype):
+    """`jnp.einsum(spec, a.astype(dtype), b.astype(dtype))` for a spec whose operands and
+    result all begin with "bh", computed with B and H merged into one batch axis Z = B*H.
+
+    Why: the decode cache keeps its buffers as (Z, S, K) (see KVCache), and a matmul over Z
+    reads them as they are; over B and H, XLA:CPU copied them on every decode step. (Merged
+    first, then cast: the other order made XLA:CPU's bfloat16 backward round once more.)
+    """
+    B, H = a.shape[:2]
+    merged = lambda x: x.reshape(B * H, *x.shape[2:]).astype(dtype)  # noqa: E731
+    out = jnp.einsum(spec.replace("bh", "z"), merged(a), merged(b))
+    return out.reshape(B, H, *out.shape[1:])

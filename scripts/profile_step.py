@@ -2,14 +2,15 @@
 
     python scripts/profile_step.py                           # the 9M model, batch 32 x 48
     python scripts/profile_step.py --preset cpu --seq-len 128
-    python scripts/profile_step.py --without-fence           # also time it without grad_fence
+    python scripts/profile_step.py --without-fence           # also time it without the gradient fence
 
 Times the jitted loss-and-gradient of a preset's model (the train step without the AdamW
 update), median of --calls calls, then records a few calls with `jax.profiler` and prints
 the ops that took the most time. An op is named by its kind and by the model code that made
 it (XLA's `op_name` metadata; `transpose(jvp(...))` is the backward pass), with the layers
-summed ("blocks_i"). With --without-fence, `guppy_jax.model.grad_fence` is replaced by the
-identity and the same is done again, in the same process.
+summed ("blocks_i"). With --without-fence, the same is done again in the same process with
+`guppy_jax.model.GRADIENT_FENCE` off, which makes `norm_input` (the gradient fence before each
+LayerNorm) the plain identity.
 """
 from __future__ import annotations
 
@@ -94,7 +95,7 @@ def main(argv=None) -> None:
     parser.add_argument("--calls", type=int, default=10, help="timed calls")
     parser.add_argument("--profile-calls", type=int, default=3, help="profiled calls")
     parser.add_argument("--top", type=int, default=25, help="ops to list")
-    parser.add_argument("--without-fence", action="store_true", help="also time and profile without grad_fence")
+    parser.add_argument("--without-fence", action="store_true", help="also time and profile without the gradient fence")
     opts = parser.parse_args(argv)
     cfg = PRESETS[opts.preset].model
     tokens = jax.random.randint(jax.random.key(0), (opts.batch_size, opts.seq_len + 1), 0, cfg.vocab_size)
@@ -103,11 +104,11 @@ def main(argv=None) -> None:
     print(f"{opts.preset}, batch {opts.batch_size} x {opts.seq_len}, {jax.devices()[0].platform}, jax {jax.__version__}")
     report("with the fence", loss_and_grad(cfg), args, opts)
     if opts.without_fence:
-        fence, model.grad_fence = model.grad_fence, lambda x_BTD: x_BTD
+        fence, model.GRADIENT_FENCE = model.GRADIENT_FENCE, False  # read when loss_and_grad is traced
         try:
             report("without the fence", loss_and_grad(cfg), args, opts)
         finally:
-            model.grad_fence = fence
+            model.GRADIENT_FENCE = fence
 
 
 if __name__ == "__main__":

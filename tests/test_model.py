@@ -1,12 +1,14 @@
-"""The Flax model on its own: shapes without computing, the decode cache, the intermediates."""
+"""The Flax model on its own: shapes without computing, the decode cache, the intermediates,
+the gradient fence."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from guppy_jax import model
 from guppy_jax.config import PARITY_MODELS
 from guppy_jax.convert_weights import abstract_params
 from guppy_jax.generate import init_cache
-from guppy_jax.model import GuppyLM, forward_with_intermediates, grad_fence, init_params
+from guppy_jax.model import GuppyLM, forward_with_intermediates, init_params
 
 CFG = PARITY_MODELS["micro"]
 
@@ -47,13 +49,75 @@ def test_intermediates_are_named_like_the_reference():
     assert float(jnp.triu(probs, k=1).max()) == 0.0  # causal
 
 
-def test_grad_fence_changes_no_number_and_puts_a_barrier_on_the_gradient():
+def test_the_cache_takes_and_gives_keys_and_values_in_the_references_shapes():
+    B, H, S, K = 2, CFG.n_heads, CFG.max_seq_len, CFG.head_dim
+    k_BHTK = jax.random.normal(jax.random.key(4), (B, H, 3, K))
+    (k_BHSK, v_BHSK, seg_BS, start), _ = model.KVCache(S).init_with_output(
+        jax.random.key(0), k_BHTK, 2 * k_BHTK, jnp.ones((B, 3), jnp.int32))
+    assert k_BHSK.shape == v_BHSK.shape == (B, H, S, K) and seg_BS.shape == (B, S) and int(start) == 0
+    np.testing.assert_array_equal(k_BHSK[:, :, :3], k_BHTK)
+    np.testing.assert_array_equal(v_BHSK[:, :, :3], 2 * k_BHTK)
+    assert not np.asarray(k_BHSK[:, :, 3:]).any()
+
+
+def test_einsum_bh_is_einsum():
+    a = jax.random.normal(jax.random.key(5), (2, 3, 4, 5))
+    b = jax.random.normal(jax.random.key(6), (2, 3, 6, 5))
+    np.testing.assert_allclose(model.einsum_bh("bhtk,bhsk->bhts", a, b, jnp.float32),
+                               jnp.einsum("bhtk,bhsk->bhts", a, b), rtol=1e-6, atol=1e-6)
+    half = model.einsum_bh("bhtk,bhsk->bhts", a, b, jnp.bfloat16)
+    assert half.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(half, jnp.einsum("bhtk,bhsk->bhts", a.astype(jnp.bfloat16), b.astype(jnp.bfloat16)))
+
+
+def value_and_grad(fn, x, fence: bool):
+    """fn's value and gradient at x, traced with the gradient fence on or off."""
+    saved, model.GRADIENT_FENCE = model.GRADIENT_FENCE, fence
+    try:
+        return jax.jit(jax.value_and_grad(fn))(x)  # a new function: traced now, with this setting
+    finally:
+        model.GRADIENT_FENCE = saved
+
+
+def test_the_gradient_fence_changes_no_number():
     x = jax.random.normal(jax.random.key(3), (2, 5, 8))
-    fenced = lambda x: (jnp.tanh(grad_fence(x)) ** 2 * x).sum()
-    plain = lambda x: (jnp.tanh(x) ** 2 * x).sum()
-    assert float(fenced(x)) == float(plain(x))
-    # equal up to rounding: XLA may order the fused arithmetic differently on either side
-    np.testing.assert_allclose(jax.jit(jax.grad(fenced))(x), jax.jit(jax.grad(plain))(x), rtol=1e-6, atol=1e-7)
-    backward = str(jax.make_jaxpr(jax.grad(fenced))(x))
-    assert ("optimization_barrier" in backward) == (jax.default_backend() == "cpu")  # fenced on the CPU only
-    assert "optimization_barrier" not in str(jax.make_jaxpr(fenced)(x))
+    w = jax.random.normal(jax.random.key(4), (8,))
+    through_fence = lambda x: (jnp.sin(model.norm_input(x)) * w).sum()  # noqa: E731
+    fenced, plain = value_and_grad(through_fence, x, True), value_and_grad(through_fence, x, False)
+    assert float(fenced[0]) == float(plain[0])
+    np.testing.assert_array_equal(fenced[1], plain[1])  # the fence passes the gradient on unchanged
+
+    # In the model the value is still exact. The gradient reaching the residual stream is a sum
+    # of the LayerNorm's part and the residual path's, and with the fence jax adds them in
+    # another order: equal up to float32 rounding.
+    params = init_params(CFG, jax.random.key(5))
+    tokens = jax.random.randint(jax.random.key(6), (2, 9), 0, CFG.vocab_size)
+    loss = lambda p: jnp.mean(GuppyLM(CFG).apply({"params": p}, tokens) ** 2)  # noqa: E731
+    (fenced_loss, fenced_grads), (plain_loss, plain_grads) = value_and_grad(loss, params, True), \
+        value_and_grad(loss, params, False)
+    assert float(fenced_loss) == float(plain_loss)
+    for a, b in zip(jax.tree_util.tree_leaves(fenced_grads), jax.tree_util.tree_leaves(plain_grads)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * float(jnp.abs(b).max()))
+
+
+def test_on_the_cpu_the_gradient_of_each_layernorms_input_passes_the_barrier(monkeypatch):
+    """Where the fence acts: once per LayerNorm (two a block and the final one), in the backward
+    pass only, on the CPU only, and nowhere with GRADIENT_FENCE off. Counted by watching
+    `lax.optimization_barrier` while jax traces the gradient: XLA:CPU's compiled program keeps no
+    barrier op to look for (it is spent once it has kept the fusions apart)."""
+    barriers = []
+    barrier = jax.lax.optimization_barrier
+    monkeypatch.setattr(jax.lax, "optimization_barrier", lambda g: barriers.append(g.shape) or barrier(g))
+    params = init_params(CFG, jax.random.key(7))
+    tokens = jnp.ones((2, 7), jnp.int32)
+    loss = lambda p: GuppyLM(CFG).apply({"params": p}, tokens).sum()  # noqa: E731
+
+    loss(params)
+    assert barriers == []  # the forward pass has none
+    jax.grad(loss)(params)
+    on_cpu = jax.default_backend() == "cpu"
+    assert barriers == ([(2, 7, CFG.d_model)] * (2 * CFG.n_layers + 1) if on_cpu else [])
+    barriers.clear()
+    monkeypatch.setattr(model, "GRADIENT_FENCE", False)
+    jax.grad(loss)(params)
+    assert barriers == []
