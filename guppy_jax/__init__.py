@@ -13,4 +13,4 @@ def source_digest(name: str) -> str:
     return _hashlib.sha256((_Path(__file__).parent / name).read_bytes()).hexdigest()
 
 
-SOURCES_AT_IMPORT = {name: source_digest(name) for name in ("generate.py", "model.py", "config.py")}
+SOURCES_AT_IMPORT = {name: source_digest(name) for name in ("core/generate.py", "core/model.py", "core/config.py")}

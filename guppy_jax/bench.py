@@ -17,8 +17,8 @@ import json
 from pathlib import Path
 
 from . import cli
-from .benchlib import bench_device_scaling, bench_frameworks
-from .config import PRESETS
+from .analysis.timing import bench_device_scaling, bench_frameworks
+from .core.config import PRESETS
 
 
 def print_table(res):
@@ -74,7 +74,7 @@ def build_parser():
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .data import DataError
+    from .data.batches import DataError
     try:
         if args.devices:
             res = bench_device_scaling(args.preset, args.devices, args.steps, args.batch_size, args.data_dir, args.quiet)

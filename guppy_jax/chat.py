@@ -43,9 +43,9 @@ class Chatter:
                  best=True):
         import jax
 
-        from .checkpoint import load_for_inference
-        from .compiled_sampler import sampler
-        from .generate import check_sampling, default_answer_len
+        from .training.checkpoints import load_for_inference
+        from .export.compiled_sampler import sampler
+        from .core.generate import check_sampling, default_answer_len
         check_sampling(temperature, top_k, top_p)
         self.notes: list[str] = []  # checkpoints skipped as unreadable
         self.cfg, self.params, self.tok = load_for_inference(run_dir, best=best, notes=self.notes)
@@ -63,8 +63,8 @@ class Chatter:
         """(answer, notice or None). A prompt longer than the context is cut from the left."""
         import jax
 
-        from .generate import generate
-        from .tokenizer import decode, encode, format_prompt
+        from .core.generate import generate
+        from .core.tokenizer import decode, encode, format_prompt
         ids = encode(self.tok, format_prompt(message))
         notice = None
         if len(ids) > self.prompt_len:
@@ -78,8 +78,8 @@ class Chatter:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .checkpoint import CheckpointError, describe_missing_config, read_run_config
-    from .generate import check_sampling
+    from .training.checkpoints import CheckpointError, describe_missing_config, read_run_config
+    from .core.generate import check_sampling
     # every flag is checked before the weights are loaded: a bad one is a usage error (2)
     try:
         check_sampling(args.temperature, args.top_k, args.top_p)

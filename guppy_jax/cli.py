@@ -24,7 +24,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .paths import DEFAULT_CASES, DEFAULT_DATA, DEFAULT_PERSONA, DEFAULT_RUN, REPO  # noqa: F401 (the flags' defaults)
+from .core.paths import DEFAULT_CASES, DEFAULT_DATA, DEFAULT_PERSONA, DEFAULT_RUN, REPO  # noqa: F401 (the flags' defaults)
 
 # The exit-code rule, the same for every command.
 EXIT_OK = 0           # done
@@ -161,6 +161,8 @@ def run(main, compile_cache: bool = True, fast_exit: bool = False) -> None:
     `fast_exit` commands (nothing left writing in the background when main returns) end
     with exit_at_once."""
     debug = debugging()
+    if debug:  # the library reads the environment: its own logs then show as they are
+        os.environ["GUPPY_DEBUG"] = "1"
     use_compile_cache(compile_cache_dir() if compile_cache else None)
     # accepted anywhere, subcommands included
     argv = [a for a in sys.argv[1:] if a not in ("--debug", "--no-compile-cache")]

@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 
 from . import cli
-from .comparelib import plot_compare, run_compare
-from .config import PRESETS
+from .analysis.comparison import plot_compare, run_compare
+from .core.config import PRESETS
 
 
 def build_parser():
@@ -30,7 +30,7 @@ def build_parser():
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .data import DataError
+    from .data.batches import DataError
     try:
         res = run_compare(args.preset, args.steps, args.dropout, args.data_dir, args.seed, args.batch_size,
                           args.quiet)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import sys
 
 from . import cli
-from .weight_files import FORMATS, export_weights, import_run
+from .export.weight_files import FORMATS, export_weights, import_run
 
 
 def build_parser():
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
         else:
             run_dir = args.run_dir_pos or args.run_dir
             if args.format == "onnx":
-                from .onnx_export import export_onnx
+                from .export.onnx_model import export_onnx
                 export_onnx(run_dir, args.out, force=args.force)
                 print(f"exported {run_dir} to {args.out}/guppy.onnx and guppy.int8.onnx (+ guppy.json, "
                       f"tokenizer.json)")

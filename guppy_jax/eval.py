@@ -12,8 +12,8 @@ from pathlib import Path
 
 from . import cli
 from .cli import DEFAULT_CASES
-from .evaluation import Case, load_cases, run_eval, score_answer
-from .writing import EVAL_VARIANTS
+from .analysis.personality import Case, load_cases, run_eval, score_answer
+from .data.writing import EVAL_VARIANTS
 
 __all__ = ["build_parser", "main", "Case", "load_cases", "run_eval", "score_answer", "DEFAULT_CASES"]
 
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     problem = cli.seed_problem(args.seed) or (args.json and cli.output_file_problem(args.json, "--json"))
     if problem:
         return cli.error(problem, cli.EXIT_USAGE)
-    from .checkpoint import CheckpointError
+    from .training.checkpoints import CheckpointError
     try:
         result = run_eval(args.run_dir, args.cases, args.data_dir, args.seed, args.temperature,
                           tuple(args.variants))

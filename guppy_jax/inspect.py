@@ -29,7 +29,7 @@ def build_parser():
 
 
 def print_candidates(maps, tok, top: int) -> None:
-    from .attention_maps import top_candidates, token_labels
+    from .analysis.attention_maps import top_candidates, token_labels
     width = max(len(label) for label in maps.labels)
     print(f"{'pos':>3}  {'token':<{width}}  likeliest next tokens")
     for t, cands in enumerate(top_candidates(maps.probs_TV, top)):
@@ -53,10 +53,10 @@ def main(argv=None) -> int:
     if not (run_dir / "config.json").exists() and run_dir.resolve() != cli.DEFAULT_RUN.resolve():
         return cli.error(f"no run in {run_dir} (no config.json): pass a directory written by "
                          f"guppy_jax.train, or leave --run-dir out for random weights", cli.EXIT_USAGE)
-    from .attention_maps import PromptError, inspect_prompt, load_weights, token_labels
-    from .checkpoint import CheckpointError
-    from .plots import plot_attention
-    from .tokenizer import encode, format_prompt
+    from .analysis.attention_maps import PromptError, inspect_prompt, load_weights, token_labels
+    from .training.checkpoints import CheckpointError
+    from .training.plots import plot_attention
+    from .core.tokenizer import encode, format_prompt
     try:
         cfg, params, tok, note = load_weights(run_dir, args.data_dir, args.seed, args.quiet)
     except (CheckpointError, ValueError, OSError) as err:

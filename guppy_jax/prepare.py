@@ -29,10 +29,10 @@ a directory whose files do not match it.
 from __future__ import annotations
 
 from . import cli
-from .data import DataError
-from .datadir import fill_shares, prepare
-from .owndata import prepare_from
-from .persona import PersonaError
+from .data.batches import DataError
+from .data.datadir import fill_shares, prepare
+from .data.owndata import prepare_from
+from .data.persona import PersonaError
 
 __all__ = ["build_parser", "main", "prepare", "fill_shares"]
 

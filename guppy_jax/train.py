@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 
 from . import cli
-from .checkpoint import CheckpointError, read_run_config
-from .config import PRESETS, ConfigError, ModelConfig, OptimConfig, TrainConfig
+from .training.checkpoints import CheckpointError, read_run_config
+from .core.config import PRESETS, ConfigError, ModelConfig, OptimConfig, TrainConfig
 from .training.loop import TrainError, TrainOptions, train
 from .training.report import Reporter
 from .training.run_dir import saved_run
@@ -70,7 +70,7 @@ def add_distributed_flags(parser) -> None:
 
 def join_processes(args) -> None:
     """jax.distributed.initialize when the flags or environment ask for many processes."""
-    from .distributed import initialize, settings
+    from .training.distributed import initialize, settings
     how = settings(args.coordinator, args.num_processes, args.process_id, auto=args.distributed)
     if how is not None:
         initialize(how)
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     if args.no_preallocate:
         os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"  # read when the backend starts
     import jax
-    from .distributed import DistributedError, JoinError, is_main
+    from .training.distributed import DistributedError, JoinError, is_main
     try:
         join_processes(args)  # before anything starts JAX's backend
         preset, cfg, note = resolve_config(args, jax.default_backend())

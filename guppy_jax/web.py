@@ -41,9 +41,9 @@ def mib(n: int) -> str:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from .checkpoint import CheckpointError
-    from .onnx_export import OnnxExportError, export_onnx
-    from .web_site import SiteError, build_site
+    from .training.checkpoints import CheckpointError
+    from .export.onnx_model import OnnxExportError, export_onnx
+    from .export.site import SiteError, build_site
     if not (Path(args.run_dir) / "config.json").exists():
         return cli.error(f"no trained model in {args.run_dir}: train one first (python -m guppy_jax.train "
                          f"--run-dir {args.run_dir})")

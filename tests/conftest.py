@@ -7,10 +7,10 @@ import jax
 import pytest
 
 from guppy_jax.cli import DEFAULT_PERSONA, REPO
-from guppy_jax.config import PRESETS
-from guppy_jax.datadir import prepare
-from guppy_jax.persona import conversations, load_persona
-from guppy_jax.tokenizer import format_chat, train_tokenizer
+from guppy_jax.core.config import PRESETS
+from guppy_jax.data.datadir import prepare
+from guppy_jax.data.persona import conversations, load_persona
+from guppy_jax.core.tokenizer import format_chat, train_tokenizer
 from guppy_jax.training.loop import TrainOptions, train
 from guppy_jax.training.report import Reporter
 

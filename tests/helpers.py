@@ -19,13 +19,13 @@ def losses(run_dir) -> dict:
 
 def run_weights(run_dir, best: bool = False) -> list:
     """The leaves of a run's weights as numpy arrays (its newest checkpoint, or best/)."""
-    from guppy_jax.checkpoint import load_for_inference
+    from guppy_jax.training.checkpoints import load_for_inference
     return [np.asarray(x) for x in jax.tree_util.tree_leaves(load_for_inference(run_dir, best=best)[1])]
 
 
 def random_params(cfg, seed: int, scale: float = 1.0):
     """Freshly initialised weights of `cfg`; `scale` multiplies every matrix (larger-than-init
     weights make greedy decoding wander instead of repeating one token)."""
-    from guppy_jax.model import init_params
+    from guppy_jax.core.model import init_params
     params = init_params(cfg, jax.random.key(seed))
     return params if scale == 1.0 else jax.tree_util.tree_map(lambda x: x * scale if x.ndim == 2 else x, params)

@@ -14,11 +14,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from guppy_jax.config import PRESETS, OptimConfig
-from guppy_jax.data import shifted_batch
-from guppy_jax.mesh import make_mesh, place_batch, place_state
-from guppy_jax.model import init_params
-from guppy_jax.steps import batch_loss, create_state, make_train_step
+from guppy_jax.core.config import PRESETS, OptimConfig
+from guppy_jax.data.batches import shifted_batch
+from guppy_jax.training.mesh import make_mesh, place_batch, place_state
+from guppy_jax.core.model import init_params
+from guppy_jax.core.steps import batch_loss, create_state, make_train_step
 
 CFG = PRESETS["tiny"].model
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from guppy_jax.config import ModelConfig
+from guppy_jax.core.config import ModelConfig
 from reference_torch.model import GuppyLM
 
 

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from guppy_jax.attention_maps import (PARITY_TOL, PromptError, check_prompt, inspect_prompt, jax_attention,
+from guppy_jax.analysis.attention_maps import (PARITY_TOL, PromptError, check_prompt, inspect_prompt, jax_attention,
                                       top_candidates)
-from guppy_jax.config import PARITY_MODELS
+from guppy_jax.core.config import PARITY_MODELS
 
 from .helpers import random_params
 

@@ -3,8 +3,10 @@ import json
 
 import pytest
 
-from guppy_jax import bench, benchlib
-from guppy_jax.config import PRESETS
+from guppy_jax import bench
+
+from guppy_jax.analysis import timing
+from guppy_jax.core.config import PRESETS
 
 pytest.importorskip("torch")
 
@@ -62,7 +64,7 @@ def test_half_precision_is_timed_against_the_originals_autocast(data_dir, tmp_pa
 def test_end_to_end_is_also_timed_against_torch_compile(data_dir):
     import torch
 
-    from guppy_jax.datadir import load_samples
+    from guppy_jax.data.datadir import load_samples
     cfg = PRESETS["tiny"].model.replace(dropout=0.0)
     samples = load_samples(data_dir, cfg.max_seq_len, cfg.vocab_size)
     tokens_per_s, step_s = benchlib.end_to_end_torch(cfg, samples, 4, 2, torch.device("cpu"), compile_model=True)

@@ -10,7 +10,7 @@ import pytest
 
 from guppy_jax import chat
 from guppy_jax.chat import Chatter
-from guppy_jax.checkpoint import load_for_inference
+from guppy_jax.training.checkpoints import load_for_inference
 from guppy_jax.cli import REPO
 
 
@@ -118,11 +118,11 @@ def test_debugging_shows_the_libraries_logs_as_they_are(trained, absl_warnings, 
 @pytest.fixture
 def weights_never_loaded(monkeypatch):
     """Usage errors are found before the weights are read: reading them fails the test."""
-    import guppy_jax.checkpoint
+    import guppy_jax.training.checkpoints
 
     def load(*args, **kwargs):
         raise AssertionError("the weights were loaded before the flags were checked")
-    monkeypatch.setattr(guppy_jax.checkpoint, "load_for_inference", load)
+    monkeypatch.setattr(guppy_jax.training.checkpoints, "load_for_inference", load)
 
 
 @pytest.mark.parametrize("flags, says", [(["--max-new-tokens", "0"], "--max-new-tokens must be at least 1"),

@@ -4,12 +4,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from guppy_jax.checkpoint import (CheckpointError, RunCheckpoints, config_differences, load_for_inference,
+from guppy_jax.training.checkpoints import (CheckpointError, RunCheckpoints, config_differences, load_for_inference,
                                   read_run_config)
-from guppy_jax.config import PRESETS
-from guppy_jax.convert_weights import abstract_params
-from guppy_jax.model import init_params
-from guppy_jax.steps import create_state
+from guppy_jax.core.config import PRESETS
+from guppy_jax.export.convert_weights import abstract_params
+from guppy_jax.core.model import init_params
+from guppy_jax.core.steps import create_state
 
 TINY = PRESETS["tiny"]
 

@@ -4,8 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from guppy_jax import (bench, chat, cli, compare, convert, eval as guppy_eval, inspect as guppy_inspect, prepare,
-                       train, web)
+from guppy_jax import bench, chat, cli, compare, convert, eval as guppy_eval, inspect as guppy_inspect, prepare, train, web
 
 PACKAGE = Path(cli.__file__).parent
 COMMANDS = {"train": train, "chat": chat, "eval": guppy_eval, "convert": convert, "bench": bench,

@@ -4,9 +4,9 @@ import jax
 import pytest
 
 import guppy_jax
-from guppy_jax import compiled_sampler as saved
-from guppy_jax.config import PRESETS
-from guppy_jax.generate import generate
+from guppy_jax.export import compiled_sampler as saved
+from guppy_jax.core.config import PRESETS
+from guppy_jax.core.generate import generate
 
 from .helpers import random_params
 
@@ -122,10 +122,10 @@ def test_a_compiled_sampler_its_arguments_do_not_fit_is_made_again(cache, params
 
 PROBE = """
 import sys, jax
-from guppy_jax import compiled_sampler as saved
-from guppy_jax.config import PRESETS
-from guppy_jax.generate import generate
-from guppy_jax.model import init_params
+from guppy_jax.export import compiled_sampler as saved
+from guppy_jax.core.config import PRESETS
+from guppy_jax.core.generate import generate
+from guppy_jax.core.model import init_params
 jax.config.update("jax_compilation_cache_dir", sys.argv[1])
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

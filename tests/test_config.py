@@ -1,6 +1,6 @@
 import pytest
 
-from guppy_jax.config import ConfigError, ModelConfig, OptimConfig, PARITY_MODELS
+from guppy_jax.core.config import ConfigError, ModelConfig, OptimConfig, PARITY_MODELS
 
 
 def test_defaults_are_guppylm():
@@ -47,7 +47,7 @@ def test_optim_config_validation():
 
 
 def test_every_config_has_replace():
-    from guppy_jax.config import PRESETS
+    from guppy_jax.core.config import PRESETS
     oc = OptimConfig().replace(steps=20)
     assert oc.steps == 20 and oc.lr == OptimConfig().lr
     assert PRESETS["tiny"].replace(batch_size=4).model == PRESETS["tiny"].model

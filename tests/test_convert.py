@@ -22,9 +22,9 @@ def same_params(a, b) -> None:
 
 @pytest.mark.parametrize("fmt", ["safetensors", "bin"])
 def test_export_then_reference_gives_same_greedy_answer(trained, tmp_path, fmt):
-    from guppy_jax.checkpoint import load_for_inference
-    from guppy_jax.config import ModelConfig
-    from guppy_jax.generate import generate as jax_generate
+    from guppy_jax.training.checkpoints import load_for_inference
+    from guppy_jax.core.config import ModelConfig
+    from guppy_jax.core.generate import generate as jax_generate
     from reference_torch.model import GuppyLM, generate as torch_generate
     out = trained.run_dir
     flags = [] if fmt == "safetensors" else ["--format", "bin"]  # safetensors is the default
@@ -46,7 +46,7 @@ def test_export_then_reference_gives_same_greedy_answer(trained, tmp_path, fmt):
 
 
 def test_safetensors_round_trips_are_bit_exact_both_ways(trained, tmp_path):
-    from guppy_jax.checkpoint import load_for_inference
+    from guppy_jax.training.checkpoints import load_for_inference
     assert convert.main(["export", str(trained.run_dir), "--out", str(tmp_path / "e1")]) == 0
     assert convert.main(["import", str(tmp_path / "e1" / "model.safetensors"), "--run-dir", str(tmp_path / "r")]) == 0
     _, original, _ = load_for_inference(trained.run_dir)
@@ -93,7 +93,7 @@ def test_a_malicious_pickle_is_refused_with_our_message(tmp_path, capsys):
 
 
 def test_import_both_formats_round_trip(trained, tmp_path):
-    from guppy_jax.checkpoint import load_for_inference
+    from guppy_jax.training.checkpoints import load_for_inference
     out = trained.run_dir
     convert.main(["export", str(out), "--out", str(tmp_path / "exp"), "--format", "bin"])
     cfg, params, _ = load_for_inference(out)
@@ -135,7 +135,7 @@ def test_bad_checkpoints_are_explained(trained, tmp_path, capsys):
 
 
 def test_a_bare_state_dict_beside_the_originals_nested_training_config(trained, tmp_path):
-    from guppy_jax.checkpoint import load_for_inference
+    from guppy_jax.training.checkpoints import load_for_inference
     exp = tmp_path / "exp"
     assert convert.main(["export", str(trained.run_dir), "--out", str(exp), "--format", "bin"]) == 0
     cfg, params, _ = load_for_inference(trained.run_dir)
@@ -151,9 +151,9 @@ def test_convert_export_can_write_onnx_too(trained, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     import numpy as np
 
-    from guppy_jax.checkpoint import load_for_inference
-    from guppy_jax.model import GuppyLM
-    from guppy_jax.onnx_export import FLOAT_FILE, INT8_FILE, OnnxGuppy
+    from guppy_jax.training.checkpoints import load_for_inference
+    from guppy_jax.core.model import GuppyLM
+    from guppy_jax.export.onnx_model import FLOAT_FILE, INT8_FILE, OnnxGuppy
     out = tmp_path / "onnx"
     assert convert.main(["export", "--run-dir", str(trained.run_dir), "--out", str(out), "--format", "onnx"]) == 0
     assert "guppy.onnx" in capsys.readouterr().out
@@ -174,10 +174,10 @@ def run_module(*args, cwd=None):
 
 
 def test_the_originals_best_model_pt_imports_from_the_command_line_and_chat_answers_like_it(data_dir, tmp_path):
-    from guppy_jax.checkpoint import load_for_inference
-    from guppy_jax.config import PRESETS
-    from guppy_jax.convert_weights import params_to_state_dict, to_torch
-    from guppy_jax.tokenizer import decode, encode, format_prompt, load_tokenizer
+    from guppy_jax.training.checkpoints import load_for_inference
+    from guppy_jax.core.config import PRESETS
+    from guppy_jax.export.convert_weights import params_to_state_dict, to_torch
+    from guppy_jax.core.tokenizer import decode, encode, format_prompt, load_tokenizer
     from reference_torch.model import generate as torch_generate
     from tests.original_files import original_model, write_best_model
     cfg = PRESETS["tiny"].model  # its vocab is the data_dir tokenizer's
@@ -202,8 +202,8 @@ def test_the_originals_best_model_pt_imports_from_the_command_line_and_chat_answ
 
 
 def test_trust_pickle_imports_a_best_model_pt_holding_a_config_object_only_when_passed(data_dir, tmp_path, capsys):
-    from guppy_jax.checkpoint import load_for_inference
-    from guppy_jax.config import PRESETS
+    from guppy_jax.training.checkpoints import load_for_inference
+    from guppy_jax.core.config import PRESETS
     from tests.original_files import write_best_model
     cfg = PRESETS["tiny"].model
     path = tmp_path / "best_model.pt"
@@ -226,8 +226,8 @@ def test_trust_pickle_imports_a_best_model_pt_holding_a_config_object_only_when_
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_a_half_precision_pytorch_model_bin_imports_with_one_note(data_dir, tmp_path, capsys, dtype):
-    from guppy_jax.checkpoint import load_for_inference
-    from guppy_jax.config import PRESETS
+    from guppy_jax.training.checkpoints import load_for_inference
+    from guppy_jax.core.config import PRESETS
     from tests.original_files import original_model
     cfg = PRESETS["tiny"].model
     state_dict = {key: value.to(getattr(torch, dtype)) for key, value in original_model(cfg).state_dict().items()}
@@ -245,8 +245,8 @@ def test_a_half_precision_pytorch_model_bin_imports_with_one_note(data_dir, tmp_
 
 
 def test_a_bfloat16_safetensors_file_imports_with_a_note(data_dir, tmp_path, capsys):
-    from guppy_jax.checkpoint import load_for_inference
-    from guppy_jax.config import PRESETS
+    from guppy_jax.training.checkpoints import load_for_inference
+    from guppy_jax.core.config import PRESETS
     from tests.original_files import original_model
     cfg = PRESETS["tiny"].model
     state_dict = {key: value.to(torch.bfloat16).clone() for key, value in original_model(cfg).state_dict().items()}
@@ -261,7 +261,7 @@ def test_a_bfloat16_safetensors_file_imports_with_a_note(data_dir, tmp_path, cap
 
 
 def test_a_missing_tokenizer_says_where_the_original_keeps_its_own(tmp_path, capsys):
-    from guppy_jax.config import PRESETS
+    from guppy_jax.core.config import PRESETS
     from tests.original_files import write_best_model
     write_best_model(tmp_path / "best_model.pt", PRESETS["tiny"].model)
     assert convert.main(["import", str(tmp_path / "best_model.pt"), "--run-dir", str(tmp_path / "run")]) == 1

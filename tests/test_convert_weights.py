@@ -3,8 +3,8 @@ import jax
 import numpy as np
 import pytest
 
-from guppy_jax.config import PARITY_MODELS
-from guppy_jax.convert_weights import (TIED_HEAD_KEY, WeightsError, key_map, params_to_state_dict,
+from guppy_jax.core.config import PARITY_MODELS
+from guppy_jax.export.convert_weights import (TIED_HEAD_KEY, WeightsError, key_map, params_to_state_dict,
                                        state_dict_to_params)
 
 from .helpers import random_params

@@ -4,9 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from guppy_jax.data import (Batches, DataError, encode_texts, load_texts, make_batch, non_pad_share,
+from guppy_jax.data.batches import (Batches, DataError, encode_texts, load_texts, make_batch, non_pad_share,
                             shifted_batch, stack_batches)
-from guppy_jax.tokenizer import format_chat
+from guppy_jax.core.tokenizer import format_chat
 
 
 def write(path, lines):

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from guppy_jax.cli import REPO
-from guppy_jax.config import PRESETS
-from guppy_jax.data import DataError
-from guppy_jax.datadir import ensure_prepared, fill_shares, load_for_training, prepare
+from guppy_jax.core.config import PRESETS
+from guppy_jax.data.batches import DataError
+from guppy_jax.data.datadir import ensure_prepared, fill_shares, load_for_training, prepare
 
 MOCHI = REPO / "data" / "personas" / "mochi.toml"
 

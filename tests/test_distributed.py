@@ -12,9 +12,9 @@ import time
 import numpy as np
 import pytest
 
-from guppy_jax.checkpoint import load_for_inference
+from guppy_jax.training.checkpoints import load_for_inference
 from guppy_jax.cli import EXIT_INTERRUPTED, EXIT_USAGE, REPO
-from guppy_jax.distributed import DistributedError, Settings, settings
+from guppy_jax.training.distributed import DistributedError, Settings, settings
 
 from .helpers import metrics, run_weights
 

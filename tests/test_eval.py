@@ -69,11 +69,11 @@ def test_an_out_of_range_seed_is_a_usage_error_before_any_work(trained, capsys, 
 
 
 def test_a_missing_cases_file_fails_before_the_weights_load(trained, tmp_path, capsys, monkeypatch):
-    import guppy_jax.checkpoint
+    import guppy_jax.training.checkpoints
 
     def load(*args, **kwargs):
         raise AssertionError("the weights were loaded before the cases were read")
-    monkeypatch.setattr(guppy_jax.checkpoint, "load_for_inference", load)
+    monkeypatch.setattr(guppy_jax.training.checkpoints, "load_for_inference", load)
     missing = tmp_path / "cases.toml"
     assert guppy_eval.main(["--run-dir", str(trained.run_dir), "--cases", str(missing)]) == 1
     err = capsys.readouterr().err

@@ -1,8 +1,8 @@
 """The personality eval's pieces: held-out prompts and how an answer is scored."""
 from guppy_jax.cli import DEFAULT_CASES, DEFAULT_PERSONA
-from guppy_jax.evaluation import Case, load_cases, score_answer, summarize_rows
-from guppy_jax.persona import conversations, load_persona
-from guppy_jax.writing import bare
+from guppy_jax.analysis.personality import Case, load_cases, score_answer, summarize_rows
+from guppy_jax.data.persona import conversations, load_persona
+from guppy_jax.data.writing import bare
 
 
 def words(text: str) -> set:

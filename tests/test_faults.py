@@ -21,14 +21,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import guppy_jax.steps as steps
+import guppy_jax.core.steps as steps
 from guppy_jax import chat, convert, prepare as prepare_cmd, train as train_cmd
-from guppy_jax.checkpoint import load_for_inference
+from guppy_jax.training.checkpoints import load_for_inference
 from guppy_jax.cli import REPO
 
 from .helpers import losses, metrics, run_weights
-from guppy_jax.config import PRESETS
-from guppy_jax.datadir import prepare
+from guppy_jax.core.config import PRESETS
+from guppy_jax.data.datadir import prepare
 from guppy_jax.training.loop import TrainError, TrainOptions, train
 from guppy_jax.training.report import Reporter
 
@@ -422,7 +422,7 @@ def test_inference_writes_nothing_into_the_run_dir(tmp_path, trained, capsys):
 # ----------------------------------------------------------------------------- issue 24: kills at named moments
 def killed_at(name: str, nth: int = 1) -> dict:
     """The environment that SIGKILLs the command at its nth arrival at moment `name`
-    (guppy_jax/faults.py): the kill lands exactly there, no sleeping and hoping."""
+    (guppy_jax/core/faults.py): the kill lands exactly there, no sleeping and hoping."""
     return {**ENV, "GUPPY_KILL_AT": f"{name}:{nth}"}
 
 

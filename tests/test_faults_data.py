@@ -2,7 +2,7 @@
 interrupted, racing another prepare, or out of disk. A data directory must always be exactly
 the old one or exactly the new one, and whatever a killed prepare left beside it is cleared
 by the next prepare or train. Everything here runs `python -m guppy_jax.<command>` as real
-processes, killed by real signals (guppy_jax.faults names the moments: GUPPY_KILL_AT,
+processes, killed by real signals (guppy_jax.core.faults names the moments: GUPPY_KILL_AT,
 GUPPY_MOMENTS)."""
 import json
 import os
@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from guppy_jax.cli import REPO
-from guppy_jax.config import PRESETS
-from guppy_jax.datadir import DataDirLock, checked_digest, load_for_training, prepare
+from guppy_jax.core.config import PRESETS
+from guppy_jax.data.datadir import DataDirLock, checked_digest, load_for_training, prepare
 
 MOCHI = REPO / "data" / "personas" / "mochi.toml"
 SAMPLES = 300  # small: a prepare takes well under a second
@@ -195,7 +195,7 @@ def test_disk_full_during_prepare_keeps_the_old_directory_and_says_so_in_one_lin
 FIRST_USE = """
 import functools, sys
 from pathlib import Path
-import guppy_jax.datadir as datadir
+import guppy_jax.data.datadir as datadir
 datadir.DEFAULT_DATA = Path(sys.argv[1])  # this directory plays the default one, at 300 samples
 datadir.prepare = functools.partial(datadir.prepare, samples=300)
 datadir.ensure_prepared(sys.argv[1])

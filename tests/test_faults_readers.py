@@ -18,13 +18,13 @@ import orbax.checkpoint as ocp
 import pytest
 
 from guppy_jax import chat, convert, eval as guppy_eval
-from guppy_jax.checkpoint import (CheckpointError, RunCheckpoints, RunConfigMissing, describe_missing_config,
+from guppy_jax.training.checkpoints import (CheckpointError, RunCheckpoints, RunConfigMissing, describe_missing_config,
                                   load_for_inference, read_run_config)
-from guppy_jax.config import ModelConfig
-from guppy_jax.convert_weights import params_to_state_dict
-from guppy_jax.model import init_params
-from guppy_jax.steps import create_state
-from guppy_jax.weight_files import read_safetensors
+from guppy_jax.core.config import ModelConfig
+from guppy_jax.export.convert_weights import params_to_state_dict
+from guppy_jax.core.model import init_params
+from guppy_jax.core.steps import create_state
+from guppy_jax.export.weight_files import read_safetensors
 
 NEW_STEP = 35  # the step the racing trainer saves; the trained run's steps are 20 and 30 (best: 30)
 

@@ -4,8 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from guppy_jax.config import PARITY_MODELS
-from guppy_jax.generate import generate, generate_cached, greedy_uncached, left_pad, sample_logits
+from guppy_jax.core.config import PARITY_MODELS
+from guppy_jax.core.generate import generate, generate_cached, greedy_uncached, left_pad, sample_logits
 
 from .helpers import random_params
 
@@ -70,7 +70,7 @@ def test_left_pad_cuts_long_prompts_from_the_left():
 def test_a_small_top_k_finds_the_same_cut_without_sorting_the_vocabulary():
     """The top-k fast path (the largest TOP_K_FAST logits only) against the full sort, over
     top-k and top-p settings where either filter decides the cut."""
-    from guppy_jax.generate import TOP_K_FAST, _floor_from_sorted, _floor_of_top
+    from guppy_jax.core.generate import TOP_K_FAST, _floor_from_sorted, _floor_of_top
     import jax.numpy as jnp
     import numpy as np
     logits = jnp.asarray(np.random.RandomState(0).standard_normal((8, 4096)) * 3, jnp.float32)

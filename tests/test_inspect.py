@@ -5,7 +5,7 @@ from PIL import Image
 
 from guppy_jax import cli
 from guppy_jax import inspect as guppy_inspect
-from guppy_jax.attention_maps import PARITY_TOL
+from guppy_jax.analysis.attention_maps import PARITY_TOL
 
 
 def max_diff_printed(out: str) -> float:

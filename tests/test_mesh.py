@@ -9,10 +9,10 @@ import jax
 import numpy as np
 import pytest
 
-from guppy_jax.checkpoint import load_for_inference
+from guppy_jax.training.checkpoints import load_for_inference
 from guppy_jax.cli import REPO
-from guppy_jax.config import PRESETS
-from guppy_jax.mesh import MeshError, check_batch, fsdp_axis, make_mesh, mesh_shape
+from guppy_jax.core.config import PRESETS
+from guppy_jax.training.mesh import MeshError, check_batch, fsdp_axis, make_mesh, mesh_shape
 
 
 def with_devices(n: int, *args: str) -> subprocess.CompletedProcess:
@@ -116,10 +116,10 @@ def test_train_says_how_many_devices_and_which_mesh_and_refuses_a_bad_split(tmp_
 def test_place_state_puts_numpy_leaves_on_the_mesh_too():
     """A state built from numpy weights (as from a converted checkpoint) must not keep host
     arrays: the first step's output would then be placed differently, and the step compile twice."""
-    from guppy_jax.config import PRESETS, OptimConfig
-    from guppy_jax.mesh import place_state
-    from guppy_jax.model import init_params
-    from guppy_jax.steps import create_state
+    from guppy_jax.core.config import PRESETS, OptimConfig
+    from guppy_jax.training.mesh import place_state
+    from guppy_jax.core.model import init_params
+    from guppy_jax.core.steps import create_state
     cfg = PRESETS["tiny"].model
     host = jax.device_get(init_params(cfg, jax.random.key(0)))
     state = place_state(create_state(cfg, OptimConfig(), host), make_mesh({"data": 1, "fsdp": 1}))

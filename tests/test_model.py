@@ -4,11 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from guppy_jax import model
-from guppy_jax.config import PARITY_MODELS
-from guppy_jax.convert_weights import abstract_params
-from guppy_jax.generate import init_cache
-from guppy_jax.model import GuppyLM, forward_with_intermediates, init_params
+from guppy_jax.core import model
+from guppy_jax.core.config import PARITY_MODELS
+from guppy_jax.export.convert_weights import abstract_params
+from guppy_jax.core.generate import init_cache
+from guppy_jax.core.model import GuppyLM, forward_with_intermediates, init_params
 
 CFG = PARITY_MODELS["micro"]
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from guppy_jax import nnx_model
-from guppy_jax.config import PARITY_MODELS, OptimConfig
-from guppy_jax.model import GuppyLM as LinenGuppyLM
-from guppy_jax.model import init_params
+from guppy_jax.core import nnx_model
+from guppy_jax.core.config import PARITY_MODELS, OptimConfig
+from guppy_jax.core.model import GuppyLM as LinenGuppyLM
+from guppy_jax.core.model import init_params
 
 CFG = PARITY_MODELS["micro"]
 
@@ -151,7 +151,7 @@ def test_feeding_the_cache_in_pieces_gives_the_full_forward(params):
 
 
 def test_generation_matches_linens_and_each_prompt_alone(params):
-    from guppy_jax.generate import generate
+    from guppy_jax.core.generate import generate
     model = nnx_model.linen_to_nnx(params, CFG)
     prompts = [[5, 6, 7], [9], [20, 21, 22, 23, 24, 25]]
     for temperature in (0.0, 0.7):

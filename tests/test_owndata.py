@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from guppy_jax.config import PRESETS
-from guppy_jax.data import DataError
-from guppy_jax.datadir import load_for_training
-from guppy_jax.owndata import find_sources, hold_out, prepare_from
-from guppy_jax.tokenizer import format_chat, load_tokenizer, reads_lowercase
+from guppy_jax.core.config import PRESETS
+from guppy_jax.data.batches import DataError
+from guppy_jax.data.datadir import load_for_training
+from guppy_jax.data.owndata import find_sources, hold_out, prepare_from
+from guppy_jax.core.tokenizer import format_chat, load_tokenizer, reads_lowercase
 
 ASKS = ["hello there", "are you hungry", "what do you see", "is the water warm", "do you sleep",
         "who is your friend", "what is that noise", "do you like the plant"]
@@ -259,7 +259,7 @@ def hub_rows(convs) -> list[dict]:
 
 
 def test_the_hubs_parquet_dataset_prepares_with_its_own_train_and_test_split(tmp_path, monkeypatch):
-    import guppy_jax.owndata as owndata
+    import guppy_jax.data.owndata as owndata
     monkeypatch.setattr(owndata, "PARQUET_BATCH", 7)  # many record batches, over several row groups
     hub = tmp_path / "guppylm-60k-generic"
     train, test = hub_rows(conversations(60)), hub_rows(conversations(6, start=60))

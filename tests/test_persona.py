@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from guppy_jax.datadir import prepare
-from guppy_jax.persona import SLOT, PersonaError, conversations, load_persona, parse_persona, split, summarize
+from guppy_jax.data.datadir import prepare
+from guppy_jax.data.persona import SLOT, PersonaError, conversations, load_persona, parse_persona, split, summarize
 
 PERSONAS = Path(__file__).resolve().parent.parent / "data" / "personas"
 GUPPY = load_persona(PERSONAS / "guppy.toml")
@@ -96,7 +96,7 @@ def test_bad_persona_is_rejected_with_topic_and_template(change, words):
 
 
 def test_user_prompts_are_written_as_people_type_and_answers_stay_lowercase():
-    from guppy_jax.writing import bare
+    from guppy_jax.data.writing import bare
     records = conversations(GUPPY, 6000, seed=5)
     varied = [r["input"] for r in records if r["input"] != r["input"].lower() or r["input"][-1:] in "?!.):"]
     assert 0.35 < len(varied) / len(records) < 0.6, len(varied)  # user_variation = 0.5, some vary to lowercase

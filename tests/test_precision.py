@@ -4,7 +4,7 @@ from types import SimpleNamespace
 import jax.numpy as jnp
 import pytest
 
-from guppy_jax.precision import compute_dtype, needs_loss_scaling, resolve
+from guppy_jax.core.precision import compute_dtype, needs_loss_scaling, resolve
 
 
 def gpu(kind, capability):

@@ -2,7 +2,7 @@
 import json
 from pathlib import Path
 
-from guppy_jax.persona import load_persona
+from guppy_jax.data.persona import load_persona
 from guppy_jax.prepare import main as prepare_main
 
 PERSONAS = Path(__file__).resolve().parent.parent / "data" / "personas"

@@ -1,7 +1,7 @@
 """scripts/profile_step.py: the op-by-op profile of the train step's gradient, on the tiny preset."""
 import re
 
-from guppy_jax import model
+from guppy_jax.core import model
 
 
 def test_op_sources_name_each_instruction_by_the_code_that_made_it(script):

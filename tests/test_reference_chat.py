@@ -26,8 +26,8 @@ def test_the_reference_chat_answers_greedy_like_guppy_jax(trained, exported, cap
 
 
 def trained_answer_len(trained):
-    from guppy_jax.checkpoint import read_run_config
-    from guppy_jax.generate import default_answer_len
+    from guppy_jax.training.checkpoints import read_run_config
+    from guppy_jax.core.generate import default_answer_len
     return default_answer_len(read_run_config(trained.run_dir).model)
 
 

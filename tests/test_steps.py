@@ -4,9 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from guppy_jax.config import PARITY_MODELS, OptimConfig
-from guppy_jax.model import GuppyLM, init_params
-from guppy_jax.steps import (clip_by_global_norm_like_torch, create_state, eval_step, lm_loss,
+from guppy_jax.core.config import PARITY_MODELS, OptimConfig
+from guppy_jax.core.model import GuppyLM, init_params
+from guppy_jax.core.steps import (clip_by_global_norm_like_torch, create_state, eval_step, lm_loss,
                              make_eval_step, make_train_step, train_step, train_steps)
 
 CFG = PARITY_MODELS["micro"].replace(dropout=0.0)
@@ -79,7 +79,7 @@ def test_each_made_step_has_its_own_compile_count():
 
 
 def test_a_step_with_overflowing_gradients_changes_nothing_but_step_and_scale():
-    from guppy_jax.steps import LossScale
+    from guppy_jax.core.steps import LossScale
     oc = OptimConfig(warmup_steps=0, steps=10)
     state = create_state(CFG, oc, init_params(CFG, jax.random.key(0)), jnp.float16,
                          LossScale.create(init_scale=2.0**60))  # so large that float16 gradients overflow
@@ -97,7 +97,7 @@ def test_a_step_with_overflowing_gradients_changes_nothing_but_step_and_scale():
 
 
 def test_the_scale_doubles_after_the_growth_interval_and_halves_on_overflow():
-    from guppy_jax.steps import LossScale
+    from guppy_jax.core.steps import LossScale
     scale, seen = LossScale.create(8.0, growth_interval=3), []
     for finite in (True, True, True, True, False, True, True, True):
         scale = scale.after(jnp.asarray(finite))

@@ -1,5 +1,5 @@
 """The byte-level BPE tokenizer and the chat template."""
-from guppy_jax.tokenizer import format_chat, format_prompt, lowercase_loses_nothing, reads_lowercase, train_tokenizer
+from guppy_jax.core.tokenizer import format_chat, format_prompt, lowercase_loses_nothing, reads_lowercase, train_tokenizer
 
 
 def test_special_ids_and_round_trip(tok, records):

@@ -6,7 +6,7 @@ import sys
 import time
 
 from guppy_jax.cli import REPO
-from guppy_jax.config import PRESETS
+from guppy_jax.core.config import PRESETS
 from guppy_jax.train import build_parser, resolve_config
 
 
@@ -62,7 +62,7 @@ def test_prepare_3000_samples_then_tiny_trains_with_no_extra_flags(tmp_path, cap
 
 def test_prepare_defaults_then_train_defaults_agree_by_themselves(tmp_path):
     from guppy_jax import prepare, train
-    from guppy_jax.tokenizer import load_tokenizer
+    from guppy_jax.core.tokenizer import load_tokenizer
     data, run = tmp_path / "data", tmp_path / "run"
     assert prepare.main(["--out", str(data), "--quiet"]) == 0   # 60,000 samples, a 4,096-id tokenizer
     # on this CPU the default preset is `cpu` (vocab 2048); --steps only keeps the test short
@@ -94,7 +94,7 @@ def write_original_best_model(params, cfg, path, step: int = 30) -> None:
     model's own state dict, lm_head tied to tok_emb), "config", "eval_loss"}."""
     import torch
 
-    from guppy_jax.convert_weights import torch_model_from_params
+    from guppy_jax.export.convert_weights import torch_model_from_params
     model = torch_model_from_params(params, cfg)
     assert model.lm_head.weight.data_ptr() == model.tok_emb.weight.data_ptr()  # tied, as in the original
     torch.save({"step": step, "model_state_dict": model.state_dict(), "config": cfg.to_dict(),
@@ -105,7 +105,7 @@ def test_the_originals_best_model_imports_and_fine_tunes_with_one_command(tmp_pa
     import json
 
     from guppy_jax import convert, train
-    from guppy_jax.checkpoint import load_for_inference
+    from guppy_jax.training.checkpoints import load_for_inference
     cfg, params, _ = load_for_inference(trained.run_dir)
     original = tmp_path / "original"
     original.mkdir()
@@ -133,7 +133,7 @@ def test_the_originals_best_model_imports_and_fine_tunes_with_one_command(tmp_pa
 
 def test_an_imported_run_resumes_on_its_own_config_without_flags(tmp_path, trained):
     from guppy_jax import convert, train
-    from guppy_jax.checkpoint import load_for_inference
+    from guppy_jax.training.checkpoints import load_for_inference
     cfg, params, _ = load_for_inference(trained.run_dir)
     write_original_best_model(params, cfg, tmp_path / "best_model.pt", step=30)
     run = tmp_path / "imported"

@@ -4,8 +4,8 @@ import json
 import jax.numpy as jnp
 import pytest
 
-import guppy_jax.steps as steps
-from guppy_jax.config import PRESETS
+import guppy_jax.core.steps as steps
+from guppy_jax.core.config import PRESETS
 
 from .helpers import losses
 from guppy_jax.training.loop import TrainError, TrainOptions, train
@@ -82,8 +82,8 @@ def test_a_call_ends_early_at_an_eval_or_checkpoint_that_falls_inside_it(tmp_pat
 
 
 def test_vocab_grows_to_fit_a_larger_tokenizer_rounded_to_64(data_dir):
-    from guppy_jax.datadir import fit_vocab
-    from guppy_jax.tokenizer import load_tokenizer
+    from guppy_jax.data.datadir import fit_vocab
+    from guppy_jax.core.tokenizer import load_tokenizer
     have = load_tokenizer(data_dir / "tokenizer.json").get_vocab_size()
     small = TINY.replace(model=TINY.model.replace(vocab_size=1000))
     fitted, note = fit_vocab(small, data_dir)

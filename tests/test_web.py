@@ -14,9 +14,9 @@ import pytest
 
 from guppy_jax import web
 from guppy_jax.chat import Chatter
-from guppy_jax.generate import default_answer_len, generate
-from guppy_jax.tokenizer import encode, format_prompt, load_tokenizer, reads_lowercase
-from guppy_jax.web_site import SiteError, check_site_target, library_sources
+from guppy_jax.core.generate import default_answer_len, generate
+from guppy_jax.core.tokenizer import encode, format_prompt, load_tokenizer, reads_lowercase
+from guppy_jax.export.site import SiteError, check_site_target, library_sources
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 PROMPTS = ["hi guppy", "what is the meaning of life", "are you hungry?"]

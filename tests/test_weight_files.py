@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from guppy_jax.cli import REPO
-from guppy_jax.config import PARITY_MODELS, ModelConfig
-from guppy_jax.convert_weights import TIED_HEAD_KEY, key_map
-from guppy_jax.weight_files import (WeightFileError, gist, is_safetensors, model_config_from, params_from_file,
+from guppy_jax.core.config import PARITY_MODELS, ModelConfig
+from guppy_jax.export.convert_weights import TIED_HEAD_KEY, key_map
+from guppy_jax.export.weight_files import (WeightFileError, gist, is_safetensors, model_config_from, params_from_file,
                                     read_weights, write_weights)
 
 CFG = PARITY_MODELS["micro"]

@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from guppy_jax.writing import EVAL_VARIANTS, bare, capitalise, shout, typo, vary, write_as
+from guppy_jax.data.writing import EVAL_VARIANTS, bare, capitalise, shout, typo, vary, write_as
 
 
 def test_the_eval_variants_of_a_prompt():

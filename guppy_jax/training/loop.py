@@ -32,18 +32,18 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from ..checkpoint import CheckpointError, CheckpointSaveError, RunCheckpoints, holds_checkpoints, write_run_config
-from ..config import ConfigError, TrainConfig
-from ..data import DataError, mean_eval_loss, non_pad_share, stack_batches
-from ..datadir import TrainingData, ensure_prepared, fit_vocab, load_for_training
-from ..distributed import any_process, is_main, main_only, same_everywhere, to_host, together
-from ..faults import moment
-from ..memory import check_train_fits, is_out_of_memory
-from ..mesh import Mesh, MeshError, check_batch, describe, make_mesh, mesh_shape, place_batch, place_state
-from ..model import GuppyLM, init_params
-from ..paths import DEFAULT_DATA, DEFAULT_RUN
-from ..precision import compute_dtype, needs_loss_scaling, resolve
-from ..steps import LossScale, TrainState, create_state, make_eval_step, make_train_step
+from .checkpoints import CheckpointError, CheckpointSaveError, RunCheckpoints, holds_checkpoints, write_run_config
+from ..core.config import ConfigError, TrainConfig
+from ..data.batches import DataError, mean_eval_loss, non_pad_share, stack_batches
+from ..data.datadir import TrainingData, ensure_prepared, fit_vocab, load_for_training
+from .distributed import any_process, is_main, main_only, same_everywhere, to_host, together
+from ..core.faults import moment
+from ..core.memory import check_train_fits, is_out_of_memory
+from .mesh import Mesh, MeshError, check_batch, describe, make_mesh, mesh_shape, place_batch, place_state
+from ..core.model import GuppyLM, init_params
+from ..core.paths import DEFAULT_DATA, DEFAULT_RUN
+from ..core.precision import compute_dtype, needs_loss_scaling, resolve
+from ..core.steps import LossScale, TrainState, create_state, make_eval_step, make_train_step
 from .report import EndOnSignal, Reporter, StopOnSignal, Throughput
 from .run_dir import (MetricsLog, TrainError, WriteError, check_identity, check_run_dir, digest,
                       locked_run_dir, saved_run)
@@ -148,7 +148,7 @@ def open_data(cfg: TrainConfig, data_dir, quiet: bool, tokenizer=None) -> Traini
 def load_source(cfg: TrainConfig, source) -> dict:
     """The weights of the run `cfg` starts from (its best checkpoint, else its newest), checked
     against cfg's model: only dropout may differ."""
-    from ..checkpoint import load_for_inference
+    from .checkpoints import load_for_inference
     try:
         model, params, _ = load_for_inference(source)
     except CheckpointError as err:
@@ -317,7 +317,7 @@ def run_loop(run: Run, loop: LoopState, end_step: int, stop: StopOnSignal) -> No
 def finish(run: Run, loop: LoopState, started: float) -> dict:
     """Save the final state (unless the loss went non-finite), write summary.json and the
     loss curve; returns the summary."""
-    from ..plots import plot_losses
+    from .plots import plot_losses
     try:
         if loop.status in ("finished", "interrupted"):
             save(run, loop)
@@ -348,8 +348,8 @@ def finish(run: Run, loop: LoopState, started: float) -> dict:
 def sample_answers(cfg: TrainConfig, params, tok) -> list[tuple[str, str]]:
     """The fish answers a few prompts with the weights it has now (process 0 gets them; every
     process takes part in gathering the weights)."""
-    from ..generate import default_answer_len, generate
-    from ..tokenizer import decode, encode, format_prompt
+    from ..core.generate import default_answer_len, generate
+    from ..core.tokenizer import decode, encode, format_prompt
     params = to_host(params)
     if not is_main():
         return []

@@ -19,10 +19,10 @@ import os
 import shutil
 from pathlib import Path
 
-from ..checkpoint import RunLock, clear_run, config_differences, holds_checkpoints, read_run_config
-from ..config import TrainConfig
-from ..distributed import barrier, main_only, together
-from ..faults import moment
+from .checkpoints import RunLock, clear_run, config_differences, holds_checkpoints, read_run_config
+from ..core.config import TrainConfig
+from .distributed import barrier, main_only, together
+from ..core.faults import moment
 
 
 class TrainError(RuntimeError):

@@ -14,8 +14,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cli import DEFAULT_CASES, DEFAULT_DATA
-from .writing import EVAL_VARIANTS, write_as
+from ..core.paths import DEFAULT_CASES, DEFAULT_DATA
+from ..data.writing import EVAL_VARIANTS, write_as
 
 
 @dataclass(frozen=True)
@@ -56,9 +56,9 @@ def score_answer(answer: str, case: Case, max_words: int) -> dict:
 def eval_loss(cfg, params, tok, data_dir, batch_size: int = 32, max_batches: int = 50, texts=None) -> float:
     """Mean cross-entropy per target token over the held-out conversations (padded rows):
     `texts`, or those of data_dir/eval.jsonl."""
-    from .data import Batches, encode_texts, load_texts, mean_eval_loss
-    from .model import GuppyLM
-    from .steps import make_eval_step
+    from ..data.batches import Batches, encode_texts, load_texts, mean_eval_loss
+    from ..core.model import GuppyLM
+    from ..core.steps import make_eval_step
     if texts is None:
         texts = load_texts(Path(data_dir) / "eval.jsonl")
     samples = encode_texts(tok, texts, cfg.max_seq_len).samples
@@ -93,10 +93,10 @@ def run_eval(run_dir, cases_path=DEFAULT_CASES, data_dir=DEFAULT_DATA, seed: int
     conversations are read (and checked) before the model is loaded."""
     import jax
 
-    from .checkpoint import load_for_inference
-    from .data import load_texts
-    from .generate import default_answer_len, generate
-    from .tokenizer import decode, encode, format_prompt
+    from ..training.checkpoints import load_for_inference
+    from ..data.batches import load_texts
+    from ..core.generate import default_answer_len, generate
+    from ..core.tokenizer import decode, encode, format_prompt
     cases, max_words = load_cases(cases_path)
     held_out = Path(data_dir) / "eval.jsonl"
     held_out_texts = load_texts(held_out) if held_out.exists() else None

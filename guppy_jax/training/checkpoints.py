@@ -34,8 +34,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from .cli import debugging
-from .config import TrainConfig
+from ..core.config import TrainConfig
 from .distributed import any_process, barrier
 
 RUN_FILES = ("config.json", "tokenizer.json", "metrics.jsonl", "summary.json", "loss_curve.png")
@@ -75,7 +74,7 @@ def _manager(directory: Path, keep: int, read_only: bool = False) -> ocp.Checkpo
     # inference: never create, clean or write anything
     options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0,
                                            enable_async_checkpointing=False, multiprocessing_options=apart)
-    if debugging():  # --debug / GUPPY_DEBUG=1: the libraries' logs as they are
+    if os.environ.get("GUPPY_DEBUG", "") not in ("", "0"):  # --debug sets it  # --debug / GUPPY_DEBUG=1: the libraries' logs as they are
         return ocp.CheckpointManager(directory.resolve(), options=options)
     # orbax logs the read-only notice (through absl's logger) as the manager is made: drop that
     # one message, only while it is made, so every other warning still shows (from the commands
@@ -375,7 +374,7 @@ def read_run_config(run_dir) -> TrainConfig:
     when checkpoints exist but config.json does not), one line that says what to do."""
     from dataclasses import fields
 
-    from .config import ModelConfig, OptimConfig
+    from ..core.config import ModelConfig, OptimConfig
     run_dir = Path(run_dir)
     path = run_dir / "config.json"
     if not path.exists():
@@ -433,8 +432,8 @@ def load_for_inference(run_dir, best: bool = True, notes: list | None = None):
     """(ModelConfig, params, tokenizer) from a run directory: its best-eval checkpoint if
     there is one, else its latest readable one. Reads the weights only and writes nothing.
     Fallbacks taken are appended to `notes` when given."""
-    from .convert_weights import abstract_params
-    from .tokenizer import load_tokenizer
+    from ..export.convert_weights import abstract_params
+    from ..core.tokenizer import load_tokenizer
 
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)

@@ -15,8 +15,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from .config import ModelConfig
-from .model import forward_with_intermediates, init_params
+from ..core.config import ModelConfig
+from ..core.model import forward_with_intermediates, init_params
 
 PARITY_TOL = 5e-5  # the parity tests' float32 tolerance on attention probabilities
 
@@ -66,7 +66,7 @@ def torch_attention(cfg: ModelConfig, params, ids: list[int]) -> np.ndarray | No
     try:
         import torch
 
-        from .convert_weights import torch_model_from_params
+        from ..export.convert_weights import torch_model_from_params
     except ImportError:
         return None
     model = torch_model_from_params(jax.device_get(params), cfg)
@@ -101,13 +101,13 @@ def token_labels(tok, ids: list[int]) -> list[str]:
 def load_weights(run_dir, data_dir, seed: int = 0, quiet: bool = False):
     """(ModelConfig, params, tokenizer, note) of a run; with no run there (no config.json),
     random guppy-9m weights and the data directory's tokenizer, and a note that says so."""
-    from .checkpoint import load_for_inference
-    from .tokenizer import load_tokenizer
+    from ..training.checkpoints import load_for_inference
+    from ..core.tokenizer import load_tokenizer
 
     if (Path(run_dir) / "config.json").exists():
         cfg, params, tok = load_for_inference(run_dir)
         return cfg, params, tok, None
-    from .datadir import ensure_prepared
+    from ..data.datadir import ensure_prepared
     cfg = ModelConfig()
     tok = load_tokenizer(ensure_prepared(data_dir, cfg.vocab_size, quiet=quiet))
     note = (f"no trained run in {run_dir}: using random guppy-9m weights (seed {seed}), so the maps "

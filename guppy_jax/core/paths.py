@@ -2,7 +2,7 @@
 Python; the library reads these, and the commands' flags default to them."""
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_RUN = Path("runs/guppy")
 DEFAULT_DATA = REPO / "data" / "generated" / "guppy"
 DEFAULT_PERSONA = REPO / "data" / "personas" / "guppy.toml"

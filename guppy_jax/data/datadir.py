@@ -44,12 +44,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cli import DEFAULT_DATA, DEFAULT_PERSONA
-from .data import Batches, DataError, encode_texts, load_texts, pack_rows, padded_row_len
-from .faults import moment
-from .memory import check_prepare_fits
+from ..core.paths import DEFAULT_DATA, DEFAULT_PERSONA
+from .batches import Batches, DataError, encode_texts, load_texts, pack_rows, padded_row_len
+from ..core.faults import moment
+from ..core.memory import check_prepare_fits
 from .persona import conversations, load_persona, split, summarize, write_jsonl
-from .tokenizer import (MAX_VOCAB, MIN_VOCAB, format_chat, load_tokenizer, lowercase_loses_nothing,
+from ..core.tokenizer import (MAX_VOCAB, MIN_VOCAB, format_chat, load_tokenizer, lowercase_loses_nothing,
                         train_tokenizer)
 
 DATA_FILES = ("train.jsonl", "eval.jsonl", "tokenizer.json")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .tokenizer import format_chat, format_turn
+from ..core.tokenizer import format_chat, format_turn
 
 
 class DataError(ValueError):

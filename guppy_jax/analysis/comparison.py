@@ -6,8 +6,8 @@ import time
 
 import numpy as np
 
-from .config import PRESETS
-from .paths import DEFAULT_DATA
+from ..core.config import PRESETS
+from ..core.paths import DEFAULT_DATA
 
 
 def run_compare(preset="guppy-9m", steps=100, dropout=False, data_dir=None, seed=0, batch_size=None,
@@ -19,11 +19,11 @@ def run_compare(preset="guppy-9m", steps=100, dropout=False, data_dir=None, seed
     from reference_torch.train import make_optimizer, to_torch_batch
     from reference_torch.train import train_step as torch_step
 
-    from .convert_weights import torch_model_from_params
-    from .data import Batches, padded_row_len
-    from .datadir import load_samples
-    from .model import init_params
-    from .steps import create_state, make_train_step
+    from ..export.convert_weights import torch_model_from_params
+    from ..data.batches import Batches, padded_row_len
+    from ..data.datadir import load_samples
+    from ..core.model import init_params
+    from ..core.steps import create_state, make_train_step
 
     train_cfg = PRESETS[preset]
     cfg = train_cfg.model if dropout else train_cfg.model.replace(dropout=0.0)

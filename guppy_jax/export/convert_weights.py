@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import ModelConfig
+from ..core.config import ModelConfig
 
 TIED_HEAD_KEY = "lm_head.weight"
 

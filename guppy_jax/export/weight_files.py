@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ConfigError, ModelConfig
+from ..core.config import ConfigError, ModelConfig
 
 FORMATS = {"safetensors": "model.safetensors", "bin": "pytorch_model.bin"}
 SIDE_FILES = ("config.json", "tokenizer.json")
@@ -305,10 +305,10 @@ def import_run(src, out, tokenizer=None, force: bool = False, trust_pickle: bool
     import jax
     import jax.numpy as jnp
 
-    from .checkpoint import RunCheckpoints, RunLock, clear_run, holds_checkpoints, write_run_config
-    from .config import PRESETS
-    from .steps import create_state
-    from .tokenizer import load_tokenizer
+    from ..training.checkpoints import RunCheckpoints, RunLock, clear_run, holds_checkpoints, write_run_config
+    from ..core.config import PRESETS
+    from ..core.steps import create_state
+    from ..core.tokenizer import load_tokenizer
     params, cfg, step = params_from_file(src, trust_pickle, notes)
     tok_path = Path(tokenizer) if tokenizer else Path(src).parent / "tokenizer.json"
     if not tok_path.exists():
@@ -353,7 +353,7 @@ def export_weights(run_dir, out, fmt: str = "safetensors", force: bool = False) 
     tokenizer.json beside them; returns the weight file's path."""
     import jax
 
-    from .checkpoint import load_for_inference
+    from ..training.checkpoints import load_for_inference
     from .convert_weights import params_to_state_dict
     if fmt not in FORMATS:
         raise WeightFileError(f"unknown weight format {fmt!r}: choose one of {', '.join(FORMATS)}")

@@ -58,8 +58,8 @@ def decode_step_s(cfg, params, n: int = 64, repeats: int = 5) -> float:
     import jax
     import jax.numpy as jnp
 
-    from .generate import init_cache
-    from .model import GuppyLM
+    from ..core.generate import init_cache
+    from ..core.model import GuppyLM
     model, P = GuppyLM(cfg), len(PROMPT)
 
     @jax.jit
@@ -115,9 +115,9 @@ def bench_generation(cfg, dev_jax, dev_torch, repeats: int = 5, new_tokens: int 
     import jax
     import torch
 
-    from .convert_weights import torch_model_from_params
-    from .generate import default_answer_len, generate
-    from .model import init_params
+    from ..export.convert_weights import torch_model_from_params
+    from ..core.generate import default_answer_len, generate
+    from ..core.model import init_params
     n = new_tokens or default_answer_len(cfg)
     with jax.default_device(dev_jax):
         params = init_params(cfg, jax.random.key(0))

@@ -38,10 +38,10 @@ import numpy as np
 from jax.experimental import serialize_executable
 from jax.experimental.compilation_cache.compilation_cache import reset_cache
 
-from . import SOURCES_AT_IMPORT, source_digest
+from .. import SOURCES_AT_IMPORT, source_digest
 
 __all__ = ["sampler", "artifact_path"]
-SOURCES = tuple(SOURCES_AT_IMPORT)  # generate.py, model.py, config.py: named once, in __init__.py
+SOURCES = tuple(SOURCES_AT_IMPORT)  # core/generate.py, model.py, config.py: named once, in __init__.py
 SETTINGS = ("jax_enable_x64", "jax_default_prng_impl", "jax_threefry_partitionable", "jax_default_matmul_precision")
 
 
@@ -100,7 +100,7 @@ def _persistent_cache_off():
 
 def _compile(cfg, max_new_tokens: int, args):
     """Trace, lower and compile generate_cached for these arguments (the slow path, taken once)."""
-    from .generate import generate_cached
+    from ..core.generate import generate_cached
     lowered = generate_cached.lower(*args, cfg=cfg, max_new_tokens=max_new_tokens)
     with _persistent_cache_off():
         return lowered.compile()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ModelConfig
+from ..core.config import ModelConfig
 
 FLOAT_FILE, INT8_FILE, META_FILE, TOKENIZER_FILE = "guppy.onnx", "guppy.int8.onnx", "guppy.json", "tokenizer.json"
 EXPORT_FILES = (FLOAT_FILE, INT8_FILE, META_FILE, TOKENIZER_FILE)
@@ -162,7 +162,7 @@ def export_params(params, cfg: ModelConfig, tokenizer_json, out, int8: bool = Tr
 def export_onnx(run_dir, out, *, force: bool = False, best: bool = True, int8: bool = True,
                notes: list | None = None) -> dict:
     """Export a run's best-eval (or latest) checkpoint; see export_params."""
-    from .checkpoint import load_for_inference
+    from ..training.checkpoints import load_for_inference
     check_target(run_dir, out, force)
     cfg, params, _ = load_for_inference(run_dir, best=best, notes=notes)
     return export_params(params, cfg, Path(run_dir) / TOKENIZER_FILE, out, int8=int8)

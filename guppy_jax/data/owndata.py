@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DataError, encode_texts, read_jsonl, record_text
+from .batches import DataError, encode_texts, read_jsonl, record_text
 from .datadir import fill_shares, replacing, write_data
-from .tokenizer import MAX_VOCAB, MIN_VOCAB, lowercase_loses_nothing, train_tokenizer
+from ..core.tokenizer import MAX_VOCAB, MIN_VOCAB, lowercase_loses_nothing, train_tokenizer
 
 EVAL_SPLITS = ("eval", "validation", "valid", "test")  # the first one present evaluates
 EVAL_NAMES = tuple(f"{split}.jsonl" for split in EVAL_SPLITS)

@@ -4,12 +4,12 @@ import numpy as np
 import onnx
 import pytest
 
-from guppy_jax import onnx_export as ox
+from guppy_jax.export import onnx_model as ox
 from guppy_jax import web
-from guppy_jax.checkpoint import load_for_inference
-from guppy_jax.generate import default_answer_len, generate
-from guppy_jax.model import GuppyLM
-from guppy_jax.tokenizer import encode, format_prompt
+from guppy_jax.training.checkpoints import load_for_inference
+from guppy_jax.core.generate import default_answer_len, generate
+from guppy_jax.core.model import GuppyLM
+from guppy_jax.core.tokenizer import encode, format_prompt
 
 PROMPTS = ["hi guppy", "what is the meaning of life", "are you hungry?", "Do you like the CASTLE in your tank",
            "tell me about bubbles 🐟"]

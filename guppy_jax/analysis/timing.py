@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .paths import DEFAULT_DATA
-from .bench_decode import bench_generation, generation_ratios
-from .config import PRESETS, OptimConfig
+from ..core.paths import DEFAULT_DATA
+from .decode import bench_generation, generation_ratios
+from ..core.config import PRESETS, OptimConfig
 
 # Dense peak FLOP/s by device name and compute dtype, where known (vendor datasheets).
 PEAK_TFLOPS = {"H100": {"float32": 67.0, "tf32": 495.0, "bfloat16": 989.0},
@@ -67,11 +67,11 @@ def bench_jax_steps(cfg, batches, n, steps_per_call=1, device=None, dtype="float
     the state and batches placed on it as train does."""
     import jax
 
-    from .data import stack_batches
-    from .mesh import place_batch, place_state
-    from .model import init_params
-    from .precision import compute_dtype, needs_loss_scaling
-    from .steps import LossScale, create_state, make_train_step
+    from ..data.batches import stack_batches
+    from ..training.mesh import place_batch, place_state
+    from ..core.model import init_params
+    from ..core.precision import compute_dtype, needs_loss_scaling
+    from ..core.steps import LossScale, create_state, make_train_step
     rng = jax.random.key(1)
     k = steps_per_call
     if k == 1:
@@ -152,7 +152,7 @@ def bench_torch_steps(cfg, batches, n, dev, compile_model=False, amp_dtype=None)
 # ----------------------------------------------------------------------------- training, end to end
 def original_style_batches(samples, batch_size, n, pad_id=0):
     """The original's batches: consecutive samples, each batch padded to its own longest."""
-    from .data import shifted_batch
+    from ..data.batches import shifted_batch
     out = []
     for i in range(n):
         rows = [samples[(i * batch_size + j) % len(samples)] for j in range(batch_size)]
@@ -165,9 +165,9 @@ def end_to_end_jax(cfg, samples, batch_size, n, device, steps_per_call=1):
     `steps_per_call` steps per jitted call as the preset sets it."""
     import jax
 
-    from .data import Batches, stack_batches
-    from .model import init_params
-    from .steps import create_state, make_train_step
+    from ..data.batches import Batches, stack_batches
+    from ..core.model import init_params
+    from ..core.steps import create_state, make_train_step
     rng = jax.random.key(1)
     k = steps_per_call
     it = Batches(samples, batch_size, cfg.max_seq_len, packed=True, seed=0)
@@ -287,9 +287,9 @@ def bench_frameworks(preset="guppy-9m", device="auto", steps=20, batch_size=None
     import jax
     import torch
 
-    from .data import make_batch, padded_row_len
-    from .datadir import load_samples
-    from .precision import resolve
+    from ..data.batches import make_batch, padded_row_len
+    from ..data.datadir import load_samples
+    from ..core.precision import resolve
     train_cfg = PRESETS[preset]
     cfg = train_cfg.model.replace(dropout=0.0)  # timing only: dropout off in both
     B = batch_size or train_cfg.batch_size
@@ -333,10 +333,10 @@ def bench_device_scaling(preset, n_max, steps, batch_size, data_dir, quiet) -> d
     data mesh of 1, 2, 4 ... n_max devices (guppy_jax/bench_devices.py)."""
     import jax
 
-    from .bench_devices import check_devices, device_counts, scaling_rows
-    from .data import make_batch, padded_row_len
-    from .datadir import load_samples
-    from .mesh import make_mesh
+    from .devices import check_devices, device_counts, scaling_rows
+    from ..data.batches import make_batch, padded_row_len
+    from ..data.datadir import load_samples
+    from ..training.mesh import make_mesh
     train_cfg = PRESETS[preset]
     cfg = train_cfg.model.replace(dropout=0.0)
     B = batch_size or train_cfg.batch_size

@@ -15,7 +15,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .cli import REPO
+from ..core.paths import REPO
 
 WEB = REPO / "web"
 PAGE_FILES = ("index.html", "app.js", "guppy.js")
@@ -78,7 +78,7 @@ def load_sizes(out: Path) -> dict[str, int]:
 def build_site(run_dir, out, *, force: bool = False, best: bool = True, int8: bool = True,
                notes: list | None = None) -> dict:
     """Export the run and assemble the page in `out`; returns {"meta", "load_bytes"}."""
-    from .onnx_export import export_onnx
+    from .onnx_model import export_onnx
     out = Path(out)
     check_site_target(out, force)
     library_sources()  # fail before the (slower) export
