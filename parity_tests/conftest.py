@@ -1,7 +1,7 @@
 import jax
 import pytest
 
-from guppy_jax.config import PARITY_MODELS
+from guppy_jax.core.config import PARITY_MODELS
 from parity_tests.measure import parity_precision
 
 CONFIGS = {"micro": PARITY_MODELS["micro"], "9m": PARITY_MODELS["guppy-9m"]}

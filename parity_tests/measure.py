@@ -16,13 +16,13 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from guppy_jax.config import ModelConfig, OptimConfig
-from guppy_jax.convert_weights import (params_to_state_dict, state_dict_to_params,
+from guppy_jax.core.config import ModelConfig, OptimConfig
+from guppy_jax.export.convert_weights import (params_to_state_dict, state_dict_to_params,
                                        torch_model_from_params)
-from guppy_jax.data import shifted_batch
-from guppy_jax.generate import generate, greedy_uncached
-from guppy_jax.model import GuppyLM, forward_with_intermediates, init_params
-from guppy_jax.steps import batch_loss, create_state, make_train_step
+from guppy_jax.data.batches import shifted_batch
+from guppy_jax.core.generate import generate, greedy_uncached
+from guppy_jax.core.model import GuppyLM, forward_with_intermediates, init_params
+from guppy_jax.core.steps import batch_loss, create_state, make_train_step
 from reference_torch import model as ref
 from reference_torch import train as ref_train
 
@@ -359,7 +359,7 @@ def check_float16_training(cfg: ModelConfig, n_steps: int = 60, growth_interval:
     """JAX float16 + LossScale against torch autocast + GradScaler, from the same weights on
     the same batches; at step `overflow_at` both get logits x 1e4, which overflows float16
     gradients, so both must skip it."""
-    from guppy_jax.steps import LossScale
+    from guppy_jax.core.steps import LossScale
     cfg = cfg.replace(dropout=0.0)
     oc = OptimConfig(warmup_steps=10, steps=n_steps)
     model, params = pair(cfg, "torch")

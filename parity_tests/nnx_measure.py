@@ -1,4 +1,4 @@
-"""The NNX model (guppy_jax/nnx_model.py) against the Linen model and the PyTorch reference.
+"""The NNX model (guppy_jax/core/nnx_model.py) against the Linen model and the PyTorch reference.
 
 Shared by parity_tests/test_nnx.py and the parity report: every function returns
 `measure.Check` rows (a named quantity, its measured difference, its tolerance), from one
@@ -35,14 +35,14 @@ import numpy as np
 import torch
 from flax import nnx
 
-from guppy_jax import model as linen_model
-from guppy_jax import nnx_model
-from guppy_jax.config import PARITY_MODELS, OptimConfig
-from guppy_jax.convert_weights import params_to_state_dict, torch_model_from_params
-from guppy_jax.generate import generate
-from guppy_jax.model import GuppyLM as LinenGuppyLM
-from guppy_jax.model import forward_with_intermediates
-from guppy_jax.steps import batch_loss, create_state, make_train_step
+from guppy_jax.core import model as linen_model
+from guppy_jax.core import nnx_model
+from guppy_jax.core.config import PARITY_MODELS, OptimConfig
+from guppy_jax.export.convert_weights import params_to_state_dict, torch_model_from_params
+from guppy_jax.core.generate import generate
+from guppy_jax.core.model import GuppyLM as LinenGuppyLM
+from guppy_jax.core.model import forward_with_intermediates
+from guppy_jax.core.steps import batch_loss, create_state, make_train_step
 from parity_tests.measure import (FIFTY_UPDATES, FLOAT32_9M_TOLERANCES, Check, default_lengths, forward_tol,
                                   jax_batch, max_abs, padded_batch, pair, trained_pair)
 from reference_torch import model as ref

@@ -13,7 +13,7 @@ import argparse
 import re
 import sys
 
-from guppy_jax.config import PARITY_MODELS, OptimConfig
+from guppy_jax.core.config import PARITY_MODELS, OptimConfig
 from parity_tests.measure import (FIFTY_UPDATES, FLOAT32_9M_TOLERANCES, ONE_UPDATE, SCHEDULE_STEPS,
                                   Check, check_causality, check_float16_training, check_forward, check_greedy,
                                   check_loss_and_grads, check_packing, check_schedule, check_training,

@@ -14,12 +14,12 @@ def test_float16_skips_scales_and_trains_like_torch_amp():
 
 def test_loss_scale_follows_grad_scaler_step_for_step():
     """The same pattern of finite and overflowing steps through torch's GradScaler and
-    guppy_jax.steps.LossScale: the same scale after every step (flax's DynamicScale would
+    guppy_jax.core.steps.LossScale: the same scale after every step (flax's DynamicScale would
     grow one step later)."""
     import jax.numpy as jnp
     import torch
 
-    from guppy_jax.steps import LossScale
+    from guppy_jax.core.steps import LossScale
     pattern = [True] * 7 + [False, True, True, True, False, False] + [True] * 5
     w = torch.ones(1, requires_grad=True)
     opt = torch.optim.SGD([w], lr=0.0)

@@ -3,9 +3,9 @@ import jax
 import numpy as np
 import torch
 
-from guppy_jax.config import PARITY_MODELS
-from guppy_jax.convert_weights import params_to_state_dict, state_dict_to_params, to_torch
-from guppy_jax.model import GuppyLM, init_params
+from guppy_jax.core.config import PARITY_MODELS
+from guppy_jax.export.convert_weights import params_to_state_dict, state_dict_to_params, to_torch
+from guppy_jax.core.model import GuppyLM, init_params
 from reference_torch.model import GuppyLM as TorchGuppyLM
 
 CFG = PARITY_MODELS["micro"]

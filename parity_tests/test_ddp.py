@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from guppy_jax.config import OptimConfig
+from guppy_jax.core.config import OptimConfig
 from parity_tests.conftest import CONFIGS
 from parity_tests.measure import jax_batch, pair, padded_batch
 from reference_torch import train as ref_train
@@ -55,7 +55,7 @@ def test_ddp_with_each_ranks_own_mean_drifts_when_ranks_hold_different_token_cou
 def test_ddp_and_jax_give_the_same_losses(runs):
     import jax
 
-    from guppy_jax.steps import create_state, make_train_step
+    from guppy_jax.core.steps import create_state, make_train_step
     state = create_state(CFG, OC, runs["params"])
     step = make_train_step(dropout=False)
     jax_losses = []

@@ -1,4 +1,4 @@
-"""The NNX model (guppy_jax/nnx_model.py) against the Linen model and the PyTorch reference:
+"""The NNX model (guppy_jax/core/nnx_model.py) against the Linen model and the PyTorch reference:
 float32, dropout off, the rows of parity_tests/nnx_measure.py."""
 import pytest
 
@@ -25,7 +25,7 @@ def test_every_gradient_matches_linen(cfg, source, fence):
     without it."""
     checks = nnx_measure.check_nnx_grads(cfg, source, fence)
     if not checks:
-        pytest.skip("this guppy_jax/model.py has no GRADIENT_FENCE setting")
+        pytest.skip("this guppy_jax/core/model.py has no GRADIENT_FENCE setting")
     assert len(checks) == 4 + 12 * cfg.n_layers  # every parameter
     assert_all(checks)
 
@@ -37,7 +37,7 @@ def test_fifty_updates_match_linen(cfg, fence):
     (at 9M its 50 steps take two minutes; the report runs them)."""
     checks, losses = nnx_measure.check_nnx_training(cfg, fence=fence, against_torch=cfg is CONFIGS["micro"])
     if not checks:
-        pytest.skip("this guppy_jax/model.py has no GRADIENT_FENCE setting")
+        pytest.skip("this guppy_jax/core/model.py has no GRADIENT_FENCE setting")
     assert len(losses["nnx"]) == 50
     assert losses["nnx"][-1] < losses["nnx"][0]  # it trained
     assert_all(checks)

@@ -1,7 +1,7 @@
 """The lr schedule, one full optimizer update, and 50 updates on fixed batches."""
 import pytest
 
-from guppy_jax.config import OptimConfig
+from guppy_jax.core.config import OptimConfig
 from parity_tests.conftest import CONFIGS, assert_all
 from parity_tests.measure import (FIFTY_UPDATES, FLOAT32_9M_TOLERANCES, ONE_UPDATE, SCHEDULE_STEPS,
                                   check_schedule, check_training)

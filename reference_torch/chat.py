@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from guppy_jax.config import ModelConfig
-from guppy_jax.tokenizer import decode, encode, format_prompt, load_tokenizer
+from guppy_jax.core.config import ModelConfig
+from guppy_jax.core.tokenizer import decode, encode, format_prompt, load_tokenizer
 from reference_torch.model import GuppyLM, generate, generate_cached
 
 

@@ -1,7 +1,7 @@
 """GuppyLM in PyTorch: the minimal reference the Flax model is checked against.
 
 Same computation and the same state-dict keys as the original GuppyLM, so its
-checkpoints load with strict=True. Sections in the same order as guppy_jax/model.py.
+checkpoints load with strict=True. Sections in the same order as guppy_jax/core/model.py.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from guppy_jax.config import ModelConfig
+from guppy_jax.core.config import ModelConfig
 
 
 # ----------------------------------------------------------------------------- Attention

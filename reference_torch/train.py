@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from guppy_jax.config import OptimConfig
-from guppy_jax.schedule import warmup_cosine
+from guppy_jax.core.config import OptimConfig
+from guppy_jax.core.schedule import warmup_cosine
 
 from .model import GuppyLM, lm_loss
 
@@ -55,7 +55,7 @@ def train_step_amp(model: GuppyLM, opt, sched, scaler, batch: dict, grad_clip: f
 
 
 def to_torch_batch(batch: dict) -> dict:
-    """A numpy batch (as guppy_jax.data makes) -> the tensors train_step takes."""
+    """A numpy batch (as guppy_jax.data.batches makes) -> the tensors train_step takes."""
     return {"inputs": torch.from_numpy(np.asarray(batch["inputs"], dtype=np.int64)),
             "targets": torch.from_numpy(np.asarray(batch["targets"], dtype=np.int64)),
             "loss_mask": torch.from_numpy(np.asarray(batch["loss_mask"], dtype=bool))}

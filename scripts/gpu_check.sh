@@ -52,7 +52,7 @@ part() {
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$work/gpu.txt" 2>/dev/null \
     || echo "no nvidia-smi" > "$work/gpu.txt"
 
-vocab=$("$py" -c 'import sys; from guppy_jax.config import PRESETS; print(PRESETS[sys.argv[1]].model.vocab_size)' \
+vocab=$("$py" -c 'import sys; from guppy_jax.core.config import PRESETS; print(PRESETS[sys.argv[1]].model.vocab_size)' \
         "$preset")
 part prepare "$t_prepare" "$py" -m guppy_jax.prepare --out "$data" --vocab-size "$vocab" --quiet
 

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout, installed or not
-from guppy_jax.config import PRESETS  # noqa: E402
+from guppy_jax.core.config import PRESETS  # noqa: E402
 
 
 def layer_kernels(cfg, rs) -> list[np.ndarray]:

@@ -66,7 +66,7 @@ print("guppy-jax", guppy_jax.__version__)"""),
     ("markdown", "## 2. The accelerator, and the precision chosen for it"),
     ("code", """import jax
 
-from guppy_jax.precision import resolve
+from guppy_jax.core.precision import resolve
 
 device = jax.devices()[0]
 print("JAX", jax.__version__, "sees:", device.platform, device.device_kind)
@@ -104,7 +104,7 @@ for prompt in PROMPTS:
     print(f"You> {prompt}\\nGuppy> {answer}\\n")"""),
     ("markdown", "## 6. The personality eval\n\nGreedy answers to 36 prompts the model never saw in training."),
     ("code", """from guppy_jax.cli import DEFAULT_DATA
-from guppy_jax.evaluation import run_eval
+from guppy_jax.analysis.personality import run_eval
 
 result = run_eval(RUN_DIR, data_dir=DATA_DIR or DEFAULT_DATA)
 print(f"keyword hit rate {result['keyword_hit_rate']:.1%}, lowercase {result['lowercase_share']:.1%}, "

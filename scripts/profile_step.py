@@ -9,7 +9,7 @@ update), median of --calls calls, then records a few calls with `jax.profiler` a
 the ops that took the most time. An op is named by its kind and by the model code that made
 it (XLA's `op_name` metadata; `transpose(jvp(...))` is the backward pass), with the layers
 summed ("blocks_i"). With --without-fence, the same is done again in the same process with
-`guppy_jax.model.GRADIENT_FENCE` off, which makes `norm_input` (the gradient fence before each
+`guppy_jax.core.model.GRADIENT_FENCE` off, which makes `norm_input` (the gradient fence before each
 LayerNorm) the plain identity.
 """
 from __future__ import annotations
@@ -31,8 +31,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from guppy_jax import model  # noqa: E402
-from guppy_jax.config import PRESETS  # noqa: E402
-from guppy_jax.steps import batch_loss  # noqa: E402
+from guppy_jax.core.config import PRESETS  # noqa: E402
+from guppy_jax.core.steps import batch_loss  # noqa: E402
 
 
 def loss_and_grad(cfg):

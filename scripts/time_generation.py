@@ -18,10 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import jax  # noqa: E402
 
-from guppy_jax.bench_decode import PROMPT, decode_step_s, median_rate  # noqa: E402
-from guppy_jax.config import PRESETS  # noqa: E402
-from guppy_jax.generate import generate  # noqa: E402
-from guppy_jax.model import init_params  # noqa: E402
+from guppy_jax.analysis.decode import PROMPT, decode_step_s, median_rate  # noqa: E402
+from guppy_jax.core.config import PRESETS  # noqa: E402
+from guppy_jax.core.generate import generate  # noqa: E402
+from guppy_jax.core.model import init_params  # noqa: E402
 
 
 def tokens_per_s(cfg, params, batch: int, temperature: float, new_tokens: int, calls: int) -> float:
