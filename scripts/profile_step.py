@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from guppy_jax import model  # noqa: E402
+from guppy_jax.core import model  # noqa: E402
 from guppy_jax.core.config import PRESETS  # noqa: E402
 from guppy_jax.core.steps import batch_loss  # noqa: E402
 
