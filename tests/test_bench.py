@@ -37,7 +37,7 @@ def test_bench_prints_table_and_writes_json(data_dir, tmp_path, capsys):
 def test_flops_per_token_counts_the_tied_head():
     cfg = PRESETS["guppy-9m"].model
     matmul_params = cfg.num_params() - cfg.max_seq_len * cfg.d_model
-    assert benchlib.flops_per_token(cfg, 48) == 6 * matmul_params + 12 * 6 * 48 * 384
+    assert timing.flops_per_token(cfg, 48) == 6 * matmul_params + 12 * 6 * 48 * 384
 
 
 def test_old_config_flag_still_works_and_bad_values_are_refused(capsys):
@@ -67,7 +67,7 @@ def test_end_to_end_is_also_timed_against_torch_compile(data_dir):
     from guppy_jax.data.datadir import load_samples
     cfg = PRESETS["tiny"].model.replace(dropout=0.0)
     samples = load_samples(data_dir, cfg.max_seq_len, cfg.vocab_size)
-    tokens_per_s, step_s = benchlib.end_to_end_torch(cfg, samples, 4, 2, torch.device("cpu"), compile_model=True)
+    tokens_per_s, step_s = timing.end_to_end_torch(cfg, samples, 4, 2, torch.device("cpu"), compile_model=True)
     assert tokens_per_s > 0 and step_s > 0
 
 

@@ -63,6 +63,7 @@ def test_the_file_name_changes_with_shapes_config_device_and_source(cache, monke
     src = tmp_path / "src"
     src.mkdir()
     for name in saved.SOURCES:
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
         (src / name).write_text("changed")
     monkeypatch.setattr(guppy_jax, "__file__", str(src / "__init__.py"))  # where source_digest reads
     assert saved.artifact_path(CFG, 1, 48, 16) != base  # an edited generate.py never runs from an old file
@@ -103,7 +104,7 @@ def test_a_warm_chat_answers_without_importing_flax(trained, tmp_path):
 
 
 def test_a_process_running_older_code_than_the_files_uses_its_sampler_but_does_not_save_it(cache, params, monkeypatch):
-    monkeypatch.setitem(saved.SOURCES_AT_IMPORT, "generate.py", "a digest of an older generate.py")
+    monkeypatch.setitem(saved.SOURCES_AT_IMPORT, "core/generate.py", "a digest of an older generate.py")
     sample = saved.sampler(CFG, len(PROMPTS), CFG.max_seq_len - 16, 16)
     assert answers(params, sample, 0.0) == answers(params, None, 0.0)
     assert not list(cache.glob("sampler-*.bin"))

@@ -110,7 +110,7 @@ def test_train_says_how_many_devices_and_which_mesh_and_refuses_a_bad_split(tmp_
     bad = subprocess.run([sys.executable, "-m", "guppy_jax.train", "--preset", "tiny", "--run-dir",
                           str(tmp_path / "b"), "--data-dir", str(data_dir)], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 1 and "batch size 8 does not split over the 3 devices" in bad.stderr, bad.stderr
+    assert bad.returncode == 2 and "batch size 8 does not split over the 3 devices" in bad.stderr, bad.stderr
 
 
 def test_place_state_puts_numpy_leaves_on_the_mesh_too():
