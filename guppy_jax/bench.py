@@ -9,7 +9,7 @@ Two training comparisons, then generation:
               KV-cached JAX, the reference's KV-cached eager decoder, and the original's
               re-run-everything sampler; batch-1 decode steps against the memory floor.
 Timings are medians over --steps after warm-up (the first call, compilation included, is
-reported apart). Needs the `torch` extra. The measurements live in guppy_jax/benchlib.py.
+reported apart). Needs the `torch` extra. The measurements live in guppy_jax/analysis/timing.py.
 """
 from __future__ import annotations
 

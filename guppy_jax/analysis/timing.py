@@ -1,16 +1,8 @@
-"""Timing JAX against the PyTorch reference in one process (the library of `python -m guppy_jax.bench`).
-
-Two training comparisons, then generation:
-  same work   both frameworks on the same padded batches of one shape (B, T);
-  end to end  the JAX pipeline as `guppy_jax.train` runs it (packed fixed-shape rows)
-              against a PyTorch loop fed the original's way (each batch padded to its own
-              longest sample), in non-pad tokens per second, batching included;
-  generation  tokens/s of a 64-token answer at batch 1 and at the eval's batch of 36:
-              KV-cached JAX, the reference's KV-cached eager decoder, and the original's
-              re-run-everything sampler; batch-1 decode steps against the memory floor
-              (guppy_jax/bench_decode.py).
-Timings are medians over --steps after warm-up (the first call, compilation included, is
-reported apart). Needs the `torch` extra.
+"""The measurements behind `python -m guppy_jax.bench` (its docstring says what each one
+compares): `bench_frameworks` times the same-work and end-to-end train steps of both
+frameworks and generation (analysis/decode.py), `bench_device_scaling` the JAX step on a
+growing data mesh (analysis/devices.py). Medians over the timed steps after warm-up; the
+first call, compilation included, is reported apart. Needs the `torch` extra.
 """
 from __future__ import annotations
 
