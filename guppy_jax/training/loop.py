@@ -45,7 +45,7 @@ from ..core.paths import DEFAULT_DATA, DEFAULT_RUN
 from ..core.precision import compute_dtype, needs_loss_scaling, resolve
 from ..core.steps import LossScale, TrainState, create_state, make_eval_step, make_train_step
 from .report import EndOnSignal, Reporter, StopOnSignal, Throughput
-from .run_dir import (MetricsLog, TrainError, WriteError, check_identity, check_run_dir, digest,
+from .run_dir import (MetricsLog, TrainError, WriteError, check_identity, check_run_dir,
                       locked_run_dir, saved_run)
 
 __all__ = ["TrainOptions", "TrainError", "train", "open_run", "run_loop", "finish"]
@@ -188,7 +188,7 @@ def open_run(cfg: TrainConfig, options: TrainOptions, report: Reporter) -> tuple
     tokenizer = tokenizer or Path(data_dir) / "tokenizer.json"
     identity = {key: saved[key] for key in ("tokenizer_digest", "data_digest", "init_from") if key in saved}
     if not resume:
-        identity = {"tokenizer_digest": digest(tokenizer), "data_digest": getattr(data, "digest", None),
+        identity = {"tokenizer_digest": data.tokenizer_digest, "data_digest": data.digest,
                     **({"init_from": str(init_from)} if init_from is not None else {})}
     together("write config.json", main_only(write_run_config, out, cfg, options.preset, tokenizer,
                                             copy_tokenizer=not resume, identity=identity))

@@ -13,7 +13,6 @@ a resume is refused when the tokenizer or the data is not the run's own.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from .checkpoints import RunLock, clear_run, config_differences, holds_checkpoints, read_run_config
 from ..core.config import TrainConfig
+from ..data.datadir import file_digest
 from .distributed import barrier, main_only, together
 from ..core.faults import moment
 
@@ -42,11 +42,6 @@ def saved_run(run_dir) -> dict:
         return json.loads(path.read_text()) if path.exists() else {}
     except (OSError, ValueError) as err:
         raise TrainError(f"{path}: unreadable ({err})") from None
-
-
-def digest(path) -> str:
-    """sha256 of a file's bytes: how a run recognises its tokenizer."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def check_run_dir(cfg: TrainConfig, out: Path, resume: bool, force: bool = False) -> None:
@@ -82,19 +77,19 @@ def check_identity(out: Path, saved: dict, data, data_dir, report) -> None:
     mine, theirs = out / "tokenizer.json", Path(data_dir) / "tokenizer.json"
     recorded = saved.get("tokenizer_digest")
     if not mine.exists():
-        if recorded is None or digest(theirs) != recorded:
+        if recorded is None or file_digest(theirs) != recorded:
             raise TrainError(f"{mine} is missing, and {theirs} is not provably the tokenizer this run was "
                              f"trained with: copy that tokenizer.json (the one in the data directory the run "
                              f"started from) to {mine}, then --resume")
         shutil.copyfile(theirs, mine)
         report.note(f"{mine} was missing: restored from {theirs} (the same file, by its digest)")
-    elif recorded is not None and digest(mine) != recorded:
+    elif recorded is not None and file_digest(mine) != recorded:
         raise TrainError(f"{mine} is not the tokenizer this run was trained with (its digest is not the one "
                          f"in {out / 'config.json'}): put the run's own tokenizer.json back, then --resume")
     if json.loads(mine.read_text()) != json.loads(theirs.read_text()):
         raise TrainError(f"{theirs} is not the tokenizer {out} was trained with ({mine}): resume with "
                          f"the --data-dir the run started from")
-    had, has = saved.get("data_digest"), getattr(data, "digest", None)
+    had, has = saved.get("data_digest"), data.digest
     if had is not None and has is not None and had != has:
         raise TrainError(f"{data_dir} is not the data {out} was trained on (its digest differs from the one in "
                          f"{out / 'config.json'}): resume with the --data-dir the run started from, or start a "
