@@ -7,7 +7,10 @@ Two training comparisons, then generation:
               longest sample), in non-pad tokens per second, batching included;
   generation  tokens/s of a 64-token answer at batch 1 and at the eval's batch of 36:
               KV-cached JAX, the reference's KV-cached eager decoder, and the original's
-              re-run-everything sampler; batch-1 decode steps against the memory floor.
+              re-run-everything sampler; batch-1 decode steps against the memory floor;
+  Flax APIs   the same train step and batch-1 decode step in Linen (jax.jit), NNX
+              (nnx.jit) and NNX split/merge inside jax.jit: ms per call, first call and
+              the compiled program's temporary memory (the nnx_* ratios; --no-nnx skips).
 Timings are medians over --steps after warm-up (the first call, compilation included, is
 reported apart). Needs the `torch` extra. The measurements live in guppy_jax/analysis/timing.py.
 """
@@ -17,6 +20,7 @@ import json
 from pathlib import Path
 
 from . import cli
+from .analysis.apis import print_apis
 from .analysis.timing import bench_device_scaling, bench_frameworks
 from .core.config import PRESETS
 
@@ -43,7 +47,10 @@ def print_table(res):
               f"tok/s, torch cached {g[label + '_torch_cached']:,.0f}, torch original {g[label + '_torch_original']:,.0f}")
     print(f"decode      batch 1: {g['decode_step_ms']:.2f} ms a step; floor {g['floor_ms']:.2f} ms = "
           f"{g['weight_bytes'] / 1e6:.1f} MB of weights / {g['read_gb_per_s']:.1f} GB/s read")
-    print("ratios (JAX / PyTorch): " + ", ".join(f"{k} {v:.2f}x" for k, v in res["ratios"].items()))
+    print("ratios (JAX / PyTorch): " + ", ".join(f"{k} {v:.2f}x" for k, v in res["ratios"].items()
+                                              if not k.startswith(("nnx_", "decode_nnx_"))))
+    if res.get("apis"):
+        print_apis(res["apis"])
     print(f"process peak RSS {res['process_peak_rss_mb']:.0f} MiB (both frameworks together); "
           f"tokens/s count non-pad tokens; * mean step of the whole timed loop, batching included; "
           f"MFU needs a known peak (--peak-tflops)")
@@ -60,6 +67,7 @@ def build_parser():
     p.add_argument("--batch-size", type=cli.positive_int, help="default: the preset's")
     cli.add_data_dir(p)
     p.add_argument("--no-torch-compile", action="store_true", help="skip torch.compile")
+    p.add_argument("--no-nnx", action="store_true", help="skip the Linen-against-NNX rows")
     p.add_argument("--steps-per-call", type=cli.positive_int, nargs="+", default=[1, 4],
                    help="JAX variants: k train steps per jitted call (lax.scan)")
     p.add_argument("--peak-tflops", type=float, help="device peak for MFU, if not in the built-in table")
@@ -80,7 +88,8 @@ def main(argv=None) -> int:
             res = bench_device_scaling(args.preset, args.devices, args.steps, args.batch_size, args.data_dir, args.quiet)
         else:
             res = bench_frameworks(args.preset, args.device, args.steps, args.batch_size, args.data_dir, not args.no_torch_compile,
-                      tuple(args.steps_per_call), quiet=args.quiet, peak_tflops=args.peak_tflops, dtype=args.dtype)
+                      tuple(args.steps_per_call), quiet=args.quiet, peak_tflops=args.peak_tflops, dtype=args.dtype,
+                      apis=not args.no_nnx)
     except DataError as err:
         return cli.error(err)
     except ValueError as err:

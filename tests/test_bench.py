@@ -11,14 +11,28 @@ from guppy_jax.core.config import PRESETS
 pytest.importorskip("torch")
 
 
-def test_bench_prints_table_and_writes_json(data_dir, tmp_path, capsys):
-    out = tmp_path / "b.json"
-    assert bench.main(["--preset", "tiny", "--steps", "3", "--no-torch-compile", "--device", "cpu",
-                       "--data-dir", str(data_dir), "--json", str(out)]) == 0
-    text = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def bench_run(data_dir, tmp_path_factory):
+    """One bench run on the tiny preset: (its printed text, its JSON)."""
+    import contextlib
+    import io
+    out = tmp_path_factory.mktemp("bench") / "b.json"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert bench.main(["--preset", "tiny", "--steps", "3", "--no-torch-compile", "--device", "cpu",
+                           "--data-dir", str(data_dir), "--json", str(out)]) == 0
+    return printed.getvalue(), json.loads(out.read_text())
+
+
+@pytest.fixture
+def bench_json(bench_run):
+    return bench_run[1]
+
+
+def test_bench_prints_table_and_writes_json(bench_run):
+    text, res = bench_run
     for label in ("same work", "end to end", "torch eager", "jax jit", "generation", "ratios"):
         assert label in text
-    res = json.loads(out.read_text())
     frameworks = {r["framework"] for r in res["rows"]}
     assert {"jax jit", "jax jit (4 steps/call)", "torch eager", "jax packed", "torch original-style"} <= frameworks
     assert res["ratios"]["end_to_end_jax_over_torch_original"] > 0
@@ -32,6 +46,25 @@ def test_bench_prints_table_and_writes_json(data_dir, tmp_path, capsys):
             assert gen[f"{label}_{decoder}"] > 0, (label, decoder)
     assert gen["weight_bytes"] == 4 * PRESETS["tiny"].model.num_params()
     assert gen["decode_step_ms"] > 0 and gen["floor_ms"] > 0 and gen["read_gb_per_s"] > 0
+    assert "nnx split/merge" in text and "temp memory" in text
+
+
+def test_bench_times_one_train_and_decode_step_in_linen_nnx_jit_and_nnx_split_merge(bench_json):
+    apis = bench_json["apis"]
+    for step in ("train", "decode"):
+        rows = {r["api"]: r for r in apis["rows"] if r["step"] == step}
+        assert {"linen jax.jit", "nnx nnx.jit", "nnx split/merge"} <= set(rows), step
+        for row in rows.values():
+            assert row["median_ms"] > 0 and row["first_call_s"] > row["median_ms"] / 1e3, row
+            assert row["temp_bytes"] is None or row["temp_bytes"] >= 0
+    train = {r["api"]: r for r in apis["rows"] if r["step"] == "train"}
+    assert train["linen jax.jit"]["temp_bytes"] > 0  # XLA:CPU reports its memory plan
+    ratios = bench_json["ratios"]
+    for name in ("nnx_jit_over_linen", "nnx_split_merge_over_linen", "nnx_temp_memory_over_linen",
+                 "decode_nnx_jit_over_linen", "decode_nnx_split_merge_over_linen"):
+        assert ratios[name] > 0, name
+    assert ratios["nnx_jit_over_linen"] == pytest.approx(train["nnx nnx.jit"]["median_ms"]
+                                                         / train["linen jax.jit"]["median_ms"])
 
 
 def test_flops_per_token_counts_the_tied_head():
@@ -54,7 +87,7 @@ def test_half_precision_is_timed_against_the_originals_autocast(data_dir, tmp_pa
     out = tmp_path / "b.json"
     assert bench.main(["--preset", "tiny", "--steps", "2", "--steps-per-call", "1", "--no-torch-compile",
                        "--device", "cpu", "--dtype", "float16", "--data-dir", str(data_dir), "--json", str(out),
-                       "--quiet"]) == 0
+                       "--quiet", "--no-nnx"]) == 0
     res = json.loads(out.read_text())
     assert res["dtype"] == "float16"
     amp = next(r for r in res["rows"] if r["framework"] == "torch AMP (float16)")

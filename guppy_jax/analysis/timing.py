@@ -1,6 +1,7 @@
 """The measurements behind `python -m guppy_jax.bench` (its docstring says what each one
 compares): `bench_frameworks` times the same-work and end-to-end train steps of both
-frameworks and generation (analysis/decode.py), `bench_device_scaling` the JAX step on a
+frameworks, generation (analysis/decode.py) and Linen against NNX (analysis/apis.py),
+`bench_device_scaling` the JAX step on a
 growing data mesh (analysis/devices.py). Medians over the timed steps after warm-up; the
 first call, compilation included, is reported apart. Needs the `torch` extra.
 """
@@ -274,8 +275,10 @@ def time_end_to_end(cfg, samples, B, steps, k, devs, rows: Rows, torch_compile=T
 
 
 def bench_frameworks(preset="guppy-9m", device="auto", steps=20, batch_size=None, data_dir=None, torch_compile=True,
-        steps_per_call=(1, 4), quiet=False, peak_tflops=None, dtype="auto"):
-    """Every comparison on one preset's model (dropout off); returns the result dict."""
+        steps_per_call=(1, 4), quiet=False, peak_tflops=None, dtype="auto", apis=True):
+    """Every comparison on one preset's model (dropout off); returns the result dict. With
+    `apis`, also Linen against NNX (analysis/apis.py, float32) under "apis", its ratios
+    among the others."""
     import jax
     import torch
 
@@ -300,11 +303,16 @@ def bench_frameworks(preset="guppy-9m", device="auto", steps=20, batch_size=None
     time_same_work(cfg, same, steps, steps_per_call, torch_compile, devs, rows, dtype)
     end_to_end = time_end_to_end(cfg, samples, B, steps, train_cfg.steps_per_call, devs, rows, torch_compile)
     gen = bench_generation(cfg, devs.jax, devs.torch)
+    api_res = None
+    if apis:
+        from .apis import bench_apis
+        api_res = bench_apis(cfg, same[0], steps, devs.jax)
     eager, jax1 = rows.find("torch eager"), rows.find("jax jit")
     best_jax = max((r for r in rows.rows if r["framework"].startswith("jax jit")), key=lambda r: r["tokens_per_s"])
     ratios = {"same_work_jax_over_torch_eager": jax1["tokens_per_s"] / eager["tokens_per_s"],
               "same_work_best_jax_over_torch_eager": best_jax["tokens_per_s"] / eager["tokens_per_s"],
-              "end_to_end_jax_over_torch_original": end_to_end, **generation_ratios(gen)}
+              "end_to_end_jax_over_torch_original": end_to_end, **generation_ratios(gen),
+              **(api_res["ratios"] if api_res else {})}
     compiled = [r for r in rows.rows if r["framework"] == "torch.compile original-style" and "error" not in r]
     if compiled:
         jax_e2e = next(r for r in rows.rows if r["framework"].startswith("jax packed"))
@@ -315,6 +323,7 @@ def bench_frameworks(preset="guppy-9m", device="auto", steps=20, batch_size=None
     return {"device": devs.name, "backend": "gpu" if devs.gpu else "cpu", "config": preset, "dtype": dtype,
             "params": cfg.num_params(), "batch": [B, T], "steps": steps,
             "flops_per_token": rows.flops_tok, "peak_tflops": peak, "rows": rows.rows, "generation": gen,
+            "apis": api_res,
             "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "date": time.strftime("%Y-%m-%d"), "jax": jax.__version__, "torch": torch.__version__,
             "ratios": ratios}

@@ -344,7 +344,9 @@ def make_split_train_step(model: GuppyLM, optimizer: nnx.Optimizer, dropout: boo
 
 # ----------------------------------------------------------------------------- generation
 @nnx.jit
-def _decode(model: GuppyLM, tokens_BT, positions_BT, segment_ids_BT):
+def decode_step(model: GuppyLM, tokens_BT, positions_BT, segment_ids_BT):
+    """Logits for T new tokens, continuing the model's cache (model.init_cache first); the
+    cache is updated in place, carried out of the jit by nnx.jit."""
     return model(tokens_BT, positions_BT, segment_ids_BT, decode=True)
 
 
@@ -365,14 +367,14 @@ def generate(model: GuppyLM, prompts: list[list[int]], rng=None, *, max_new_toke
     done_B = np.zeros(B, bool)
     model.init_cache(B)
     try:
-        logits_BV = _decode(model, tokens_BT, positions_BT, segments_BT)[:, -1]
+        logits_BV = decode_step(model, tokens_BT, positions_BT, segments_BT)[:, -1]
         for i in range(max_new_tokens):
             tok_B = np.asarray(sample_logits(logits_BV, jax.random.fold_in(rng, i), temperature, top_k, top_p))
             out_BN[:, i] = np.where(done_B, cfg.pad_id, tok_B)
             done_B |= out_BN[:, i] == cfg.eos_id
             if done_B.all() or i + 1 == max_new_tokens:
                 break
-            logits_BV = _decode(model, out_BN[:, i:i + 1], positions_BT[:, -1:] + 1 + i,
+            logits_BV = decode_step(model, out_BN[:, i:i + 1], positions_BT[:, -1:] + 1 + i,
                                 np.ones((B, 1), np.int32))[:, 0]
     finally:
         model.clear_cache()
