@@ -259,19 +259,13 @@ def collect_nnx(cfg) -> list[Check]:
 
 def main(argv=None) -> int:
     from parity_tests.measure import parity_precision
-    from parity_tests.report import fold
+    from parity_tests.report import print_table
     parser = argparse.ArgumentParser(description="NNX parity rows: NNX vs Linen vs the PyTorch reference")
     parser.add_argument("--model", choices=sorted(PARITY_MODELS), default="micro")
     args = parser.parse_args(argv)
     with parity_precision():
         checks = collect_nnx(PARITY_MODELS[args.model])
-    rows = fold(checks)
-    width = max(len(r.name) for r in rows)
-    for r in rows:
-        print(f"{r.name:<{width}}  {r.what:<26} {r.diff:9.2e}  tol {r.tol:7.0e}  {'yes' if r.ok else 'NO'}")
-    failed = [c for c in checks if not c.ok]
-    print(f"\n{len(checks)} quantities compared ({args.model}), {len(failed)} out of tolerance")
-    return 1 if failed else 0
+    return print_table(checks, args.model)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
     python -m parity_tests.report            # the 9M config (about 3 minutes on 2 cores)
     python -m parity_tests.report --model micro
     python -m parity_tests.report --markdown # the table as in the README
+    python -m parity_tests.report --no-nnx   # without the NNX model's rows
 
 Rows that repeat per layer are folded into one (the worst layer), so the table stays short;
 the tests in parity_tests/ assert every single quantity.
@@ -20,7 +21,7 @@ from parity_tests.measure import (FIFTY_UPDATES, FLOAT32_9M_TOLERANCES, ONE_UPDA
                                   parity_precision)
 
 
-def collect(cfg, big: bool) -> list[Check]:
+def collect(cfg, big: bool, nnx: bool = True) -> list[Check]:
     tol = FLOAT32_9M_TOLERANCES if big else {}
     checks: list[Check] = []
     for source in ("torch", "flax"):
@@ -41,6 +42,9 @@ def collect(cfg, big: bool) -> list[Check]:
     # float16 against the original's AMP loop, on the micro model at any size (it is the
     # scaler's rules being compared; the 9M model adds only minutes)
     checks += check_float16_training(PARITY_MODELS["micro"], n_steps=50, growth_interval=10, overflow_at=25)[0]
+    if nnx:  # the third model: Flax NNX against Linen and the reference (parity_tests/nnx_measure.py)
+        from parity_tests.nnx_measure import collect_nnx
+        checks += collect_nnx(cfg)
     return checks
 
 
@@ -65,22 +69,28 @@ def main(argv=None) -> int:
     parser.add_argument("--model", "--config", dest="model", choices=sorted(PARITY_MODELS), default="guppy-9m",
                         help="parity model: guppy-9m (the original) or micro (seconds)")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.add_argument("--no-nnx", action="store_true", help="leave out the NNX model's rows")
     args = parser.parse_args(argv)
     cfg = PARITY_MODELS[args.model]
     with parity_precision():
-        checks = collect(cfg, big=args.model == "guppy-9m")
+        checks = collect(cfg, big=args.model == "guppy-9m", nnx=not args.no_nnx)
+    return print_table(checks, args.model, args.markdown)
+
+
+def print_table(checks: list[Check], model: str, markdown: bool = False) -> int:
+    """Print the folded rows and the count out of tolerance; 1 if any is, else 0."""
     rows = fold(checks)
     width = max(len(r.name) for r in rows)
-    if args.markdown:
+    if markdown:
         print("| quantity | measure | measured | tolerance | ok |\n|---|---|---:|---:|:-:|")
     for r in rows:
         mark = "yes" if r.ok else "NO"
-        if args.markdown:
+        if markdown:
             print(f"| {r.name} | {r.what} | {r.diff:.2e} | {r.tol:.0e} | {mark} |")
         else:
             print(f"{r.name:<{width}}  {r.what:<24} {r.diff:9.2e}  tol {r.tol:7.0e}  {mark}")
     failed = [c for c in checks if not c.ok]
-    print(f"\n{len(checks)} quantities compared ({args.model}), {len(failed)} out of tolerance")
+    print(f"\n{len(checks)} quantities compared ({model}), {len(failed)} out of tolerance")
     return 1 if failed else 0
 
 

@@ -51,3 +51,14 @@ def test_generation_matches_linen_and_torch(cfg):
     checks = nnx_measure.check_nnx_generation(cfg)
     assert len(checks) == 3
     assert_all(checks)
+
+
+def test_the_parity_report_prints_the_nnx_rows_folded_per_layer(capsys):
+    from guppy_jax.core.config import PARITY_MODELS
+    from parity_tests.report import print_table
+    cfg = PARITY_MODELS["micro"]
+    checks = nnx_measure.check_nnx_conversion(cfg) + nnx_measure.check_nnx_forward(cfg, "torch")
+    assert print_table(checks, "micro") == 0
+    out = capsys.readouterr().out
+    assert "nnx vs linen" in out and "blocks.*." in out and "blocks.0." not in out
+    assert out.rstrip().endswith(f"{len(checks)} quantities compared (micro), 0 out of tolerance")
