@@ -3,6 +3,7 @@ the same batch-1 decode step, each written three ways, from one set of weights.
 
     linen jax.jit         model.py and steps.py as `train` runs them: the state is a pytree
                           (params, optimizer state) passed in and returned, donated
+                          (where steps.DONATION_IS_SAFE, as everywhere below)
     nnx nnx.jit           nnx_model.py the way Flax's guides write it: objects passed to an
                           nnx.jit function that updates them in place
     nnx split/merge       the same objects split once into (graphdef, state); a jax.jit
@@ -125,6 +126,7 @@ def decode_variants(cfg, params) -> dict:
 
     from ..core import nnx_model
     from ..core.generate import init_cache
+    from ..core.steps import DONATION_IS_SAFE
     from ..core.model import GuppyLM
     P = len(PROMPT)
     prompt_1P, positions_1P, ones_1P = (jnp.asarray([PROMPT], jnp.int32), jnp.arange(P, dtype=jnp.int32)[None],
@@ -139,7 +141,7 @@ def decode_variants(cfg, params) -> dict:
 
     linen = GuppyLM(cfg)
 
-    @partial(jax.jit, donate_argnums=1)
+    @partial(jax.jit, donate_argnums=1 if DONATION_IS_SAFE else ())
     def linen_decode(params, cache, tokens_BT, positions_BT, segment_ids_BT):
         logits, mutated = linen.apply({"params": params, "cache": cache}, tokens_BT, positions_BT, segment_ids_BT,
                                       decode=True, mutable=["cache"])
@@ -160,7 +162,7 @@ def decode_variants(cfg, params) -> dict:
     split_model.init_cache(1)
     graphdef, state = nnx.split(split_model)
 
-    @partial(jax.jit, donate_argnums=0)
+    @partial(jax.jit, donate_argnums=0 if DONATION_IS_SAFE else ())
     def split_decode(state, tokens_BT, positions_BT, segment_ids_BT):
         model = nnx.merge(graphdef, state)
         logits = model(tokens_BT, positions_BT, segment_ids_BT, decode=True)

@@ -324,14 +324,15 @@ def make_train_step(dropout: bool = True):
 
 
 def make_split_train_step(model: GuppyLM, optimizer: nnx.Optimizer, dropout: bool = True,
-                          donate: bool = True):
+                          donate: bool | None = None):
     """The same step under plain jax.jit, on pure state: (step, state), with
     step(state, batch, rng) -> (state, metrics). The objects are split once here and merged
     inside the traced function only, so a call costs no Python walk of the model. With
-    `donate` the state's buffers (the model's too) are reused for the new state, as in
-    steps.make_train_step: keep only what comes back, and write it into the objects with
-    nnx.update((model, optimizer), state)."""
+    `donate` (by default where steps.DONATION_IS_SAFE) the state's buffers (the model's too)
+    are reused for the new state, as in steps.make_train_step: keep only what comes back,
+    and write it into the objects with nnx.update((model, optimizer), state)."""
     graphdef, state = nnx.split((model, optimizer))
+    donate = steps.DONATION_IS_SAFE if donate is None else donate
 
     @partial(jax.jit, donate_argnums=0 if donate else ())
     def step(state, batch, rng):
