@@ -1,6 +1,6 @@
 """Print the parity table: every compared quantity, its measured difference and its tolerance.
 
-    python -m parity_tests.report            # the 9M config (about 3 minutes on 2 cores)
+    python -m parity_tests.report            # the 9M config (minutes: README gives a time)
     python -m parity_tests.report --model micro
     python -m parity_tests.report --markdown # the table as in the README
     python -m parity_tests.report --no-nnx   # without the NNX model's rows
