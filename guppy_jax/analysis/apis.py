@@ -118,8 +118,9 @@ def train_variants(cfg, params, batch, rng) -> dict:
 
 # ----------------------------------------------------------------------------- the decode step
 def decode_variants(cfg, params) -> dict:
-    """{name: (call() -> logits, memory() -> temp bytes or None)}: each call decodes one token at batch 1 after a
-    prefill of PROMPT, feeding the same token, at the next slot, until the cache is full."""
+    """{name: (call() -> logits, memory() -> temp bytes or None)}: after a prefill of PROMPT,
+    each call decodes one token at batch 1 (the same token, at the next slot; the slots
+    start again after PROMPT before the cache would overflow)."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
