@@ -119,8 +119,9 @@ def train_variants(cfg, params, batch, rng) -> dict:
 # ----------------------------------------------------------------------------- the decode step
 def decode_variants(cfg, params) -> dict:
     """{name: (call() -> logits, memory() -> temp bytes or None)}: after a prefill of PROMPT,
-    each call decodes one token at batch 1 (the same token, at the next slot; the slots
-    start again after PROMPT before the cache would overflow)."""
+    each call decodes one token at batch 1 (the same token, at the next position). Past a
+    full cache (more calls than max_seq_len - len(PROMPT)) the positions start again after
+    PROMPT and the caches write into their last slot: the same work per call."""
     import jax
     import jax.numpy as jnp
     from flax import nnx
@@ -134,7 +135,7 @@ def decode_variants(cfg, params) -> dict:
                                         jnp.ones((1, P), jnp.int32))
     tok_11, one_11 = jnp.asarray([[PROMPT[-1]]], jnp.int32), jnp.ones((1, 1), jnp.int32)
 
-    def slots():  # the next position for each variant, wrapping before the cache ends
+    def slots():  # the next position for each variant, wrapping at the end of the position table
         i = 0
         while True:
             yield jnp.full((1, 1), P + i % (cfg.max_seq_len - P), jnp.int32)
