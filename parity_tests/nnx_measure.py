@@ -113,14 +113,11 @@ def check_nnx_forward(cfg, source: str) -> list[Check]:
 def linen_gradient_fence(on: bool):
     """Linen's gradient fence (model.norm_input) on or off while the block runs; it is read
     when a function is traced. Yields whether the setting exists in this version of model.py."""
-    if not hasattr(linen_model, "GRADIENT_FENCE"):
+    if not hasattr(linen_model, "gradient_fence"):
         yield False
         return
-    saved, linen_model.GRADIENT_FENCE = linen_model.GRADIENT_FENCE, on
-    try:
+    with linen_model.gradient_fence(on):
         yield True
-    finally:
-        linen_model.GRADIENT_FENCE = saved
 
 
 def check_nnx_grads(cfg, source: str, fence: bool = True) -> list[Check]:

@@ -104,11 +104,8 @@ def main(argv=None) -> None:
     print(f"{opts.preset}, batch {opts.batch_size} x {opts.seq_len}, {jax.devices()[0].platform}, jax {jax.__version__}")
     report("with the fence", loss_and_grad(cfg), args, opts)
     if opts.without_fence:
-        fence, model.GRADIENT_FENCE = model.GRADIENT_FENCE, False  # read when loss_and_grad is traced
-        try:
+        with model.gradient_fence(False):  # read when loss_and_grad is traced
             report("without the fence", loss_and_grad(cfg), args, opts)
-        finally:
-            model.GRADIENT_FENCE = fence
 
 
 if __name__ == "__main__":

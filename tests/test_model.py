@@ -72,11 +72,8 @@ def test_einsum_bh_is_einsum():
 
 def value_and_grad(fn, x, fence: bool):
     """fn's value and gradient at x, traced with the gradient fence on or off."""
-    saved, model.GRADIENT_FENCE = model.GRADIENT_FENCE, fence
-    try:
+    with model.gradient_fence(fence):
         return jax.jit(jax.value_and_grad(fn))(x)  # a new function: traced now, with this setting
-    finally:
-        model.GRADIENT_FENCE = saved
 
 
 def test_the_gradient_fence_changes_no_number():

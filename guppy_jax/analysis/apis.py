@@ -21,7 +21,6 @@ reference's (B, H, S, K).
 """
 from __future__ import annotations
 
-import contextlib
 import statistics
 import time
 from functools import partial
@@ -36,17 +35,6 @@ def temp_bytes(fn, *args):
         return None
     analysis = fn.lower(*args).compile().memory_analysis()
     return getattr(analysis, "temp_size_in_bytes", None) if analysis is not None else None
-
-
-@contextlib.contextmanager
-def gradient_fence(on: bool):
-    """model.py's gradient fence on or off meanwhile (it is read when a step is traced)."""
-    from ..core import model as linen_model
-    saved, linen_model.GRADIENT_FENCE = linen_model.GRADIENT_FENCE, on
-    try:
-        yield
-    finally:
-        linen_model.GRADIENT_FENCE = saved
 
 
 def time_interleaved(calls: dict, n: int) -> dict:
@@ -85,12 +73,12 @@ def train_variants(cfg, params, batch, rng) -> dict:
         holder = {"state": create_state(cfg, oc, copy(params))}
 
         def call():
-            with gradient_fence(fence):
+            with linen_model.gradient_fence(fence):
                 holder["state"], metrics = fn(holder["state"], batch, rng)
             return metrics
 
         def memory():
-            with gradient_fence(fence):
+            with linen_model.gradient_fence(fence):
                 return temp_bytes(fn, holder["state"], batch, rng)
         return call, memory
 

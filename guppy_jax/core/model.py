@@ -27,6 +27,7 @@ in a form chosen for XLA:CPU's speed; skip that section on first reading.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import flax.linen as nn
@@ -179,6 +180,18 @@ def forward_with_intermediates(cfg: ModelConfig, params: dict, tokens_BT, dtype=
 # False makes norm_input the plain identity everywhere; read when a function is traced
 # (scripts/profile_step.py --without-fence times the train step both ways).
 GRADIENT_FENCE = True
+
+
+@contextlib.contextmanager
+def gradient_fence(on: bool):
+    """GRADIENT_FENCE set to `on` while the block runs, then put back: a function traced (or
+    first called) inside it keeps that setting in its compiled program."""
+    global GRADIENT_FENCE
+    saved, GRADIENT_FENCE = GRADIENT_FENCE, on
+    try:
+        yield
+    finally:
+        GRADIENT_FENCE = saved
 
 
 def norm_input(x_BTD):
