@@ -131,6 +131,15 @@ def pinned_venv(folder: str, pins: dict[str, str], *extra: str) -> Path | None:
     return python
 
 
+def workers(args: list[str]) -> list[str]:
+    """pytest-xdist's flags: one worker per core (at most two; CI has two), each test file kept
+    on one worker (the walkthrough's cells share one namespace, and a module's fixtures are
+    built once). None when the caller chose its own -n or -p no:xdist."""
+    if any(a == "-n" or a.startswith(("-n", "--numprocesses")) or "no:xdist" in a for a in args):
+        return []
+    return ["-n", str(min(2, os.cpu_count() or 1)), "--dist", "loadfile"]
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("train", "test", "test-lowest", "test-colab"):
         print(__doc__.strip().split("\n\n")[1])
@@ -141,17 +150,19 @@ def main(argv: list[str]) -> int:
     if command == "test":
         python = main_venv()
         browser_setup()
-        return run(python, "-m", "pytest", "-q", *rest)
+        return run(python, "-m", "pytest", "-q", *workers(rest), *rest)
     if command == "test-lowest":
-        python = pinned_venv(".venv-lowest", LOWEST, "pytest>=8")
+        python = pinned_venv(".venv-lowest", LOWEST, "pytest>=8", "pytest-xdist>=3.6")
         return 1 if python is None else run(python, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                                            *LOWEST_TESTS, *rest)
-    python = pinned_venv(".venv-colab", COLAB, "pytest>=8", "papermill>=2.6", "ipykernel>=6.29", "nbformat>=5.10")
+                                            *workers(rest), *LOWEST_TESTS, *rest)
+    python = pinned_venv(".venv-colab", COLAB, "pytest>=8", "pytest-xdist>=3.6", "papermill>=2.6",
+                         "ipykernel>=6.29", "nbformat>=5.10")
     if python is None:
         return 1
     # papermill's kernel "python3" is this environment's Python, not one a kernelspec elsewhere names
     env = {**os.environ, "JUPYTER_DATA_DIR": str(REPO / ".venv-colab" / "share" / "jupyter")}
-    return run(python, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *COLAB_TESTS, *rest, env=env)
+    return run(python, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *workers(rest), *COLAB_TESTS, *rest,
+               env=env)
 
 
 if __name__ == "__main__":

@@ -47,3 +47,14 @@ def test_the_colab_versions_pin_every_core_dependency_at_or_above_its_floor(scri
     assert quickstart.COLAB_TESTS == [*notebook_tests, *(t for t in quickstart.LOWEST_TESTS if "distributed" not in t)]
     source = (REPO / "tests" / "test_notebooks.py").read_text()
     assert all(f"def {test.split('::')[1]}(" in source for test in notebook_tests)  # still there, by that name
+
+
+def test_the_suites_run_on_two_workers_that_keep_each_file_together_unless_told_otherwise(script, monkeypatch):
+    quickstart = script("quickstart")
+    monkeypatch.setattr(quickstart.os, "cpu_count", lambda: 16)
+    assert quickstart.workers(["-x"]) == ["-n", "2", "--dist", "loadfile"]  # CI's two cores, even on more
+    monkeypatch.setattr(quickstart.os, "cpu_count", lambda: 1)
+    assert quickstart.workers([]) == ["-n", "1", "--dist", "loadfile"]
+    for own in (["-n", "4"], ["-n4"], ["--numprocesses=3"], ["-p", "no:xdist"]):
+        assert quickstart.workers(own) == [], own  # the caller's choice stands
+    assert "pytest-xdist>=3.6" in (quickstart.REPO / "pyproject.toml").read_text()  # the dev extra brings it

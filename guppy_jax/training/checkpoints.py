@@ -196,12 +196,18 @@ class RunCheckpoints:
             manager.wait_until_finished()
         except Exception:
             pass
-        for _ in range(50):  # a late write can recreate a directory just removed: repeat until clean
+        # a late write (a writer thread that had not given up yet, slower on a loaded machine)
+        # can recreate a directory just removed: repeat until it has stayed gone for a quarter
+        # of a second, for at most ten seconds
+        clean_since, deadline = None, time.monotonic() + 10
+        while time.monotonic() < deadline:
             partials = list(Path(manager.directory).glob(f"{step}.orbax-checkpoint-tmp*"))
-            if not partials:
-                break
             for partial in partials:
                 shutil.rmtree(partial, ignore_errors=True)
+            now = time.monotonic()
+            clean_since = (clean_since or now) if not partials else None
+            if clean_since is not None and now - clean_since >= 0.25:
+                break
             time.sleep(0.02)
         kept = [s for s in manager.all_steps() if s != step]
         intact = f"checkpoint {max(kept)} is intact" if kept else "no earlier checkpoint exists"
