@@ -11,7 +11,7 @@ SLOW_MODULES = {
     "tests/test_onnx_model.py", "tests/test_prepare.py", "tests/test_profile_step.py",
     "tests/test_reference_chat.py", "tests/test_time_generation.py", "tests/test_train.py",
     "tests/test_trainer.py", "tests/test_web.py", "tests/test_inspect.py", "tests/test_owndata.py",
-    "tests/test_weight_files.py", "tests/test_nnx_model.py",
+    "tests/test_weight_files.py", "tests/test_nnx_model.py", "tests/test_bench_data.py",
 }
 
 

@@ -6,8 +6,9 @@
     python -m guppy_jax.prepare --from my_dataset/ --out data/generated/mine   # train.jsonl + test.jsonl
     python -m guppy_jax.prepare --from guppylm_hub/ --out data/generated/hub   # data/train-*.parquet ...
 
-Writes train.jsonl, eval.jsonl, tokenizer.json (byte-level BPE trained on the training text)
-and summary.json into --out. A persona's conversations are generated (5% held out); the same
+Writes train.jsonl and eval.jsonl (the conversations, to read), tokenizer.json (byte-level BPE
+trained on the training text), the token store train maps (train.tokens, train.offsets.npy,
+eval.tokens, eval.offsets.npy: every conversation tokenized once) and summary.json into --out. A persona's conversations are generated (5% held out); the same
 seed and persona give byte-identical files. --from reads a JSONL or parquet file or a folder of
 them, in any record form train reads: {"input","output"} (the original's published files),
 {"text"} (the original's ChatML train/eval files) or {"messages": [...]}. A folder's
@@ -16,15 +17,19 @@ without one, parquet files named by split as the hub names them (train-*.parquet
 validation-*, eval-* for eval), in the folder or its data/ folder, do the same; a folder with
 neither pools its files. With no eval file, --eval-fraction of the records is held out (seeded).
 --out may not be the folder --from reads, nor inside it. Parquet needs pyarrow (pip install
-pyarrow). It reports each split's samples and tokens, the longest sample, what --max-seq-len
-will truncate, and the train line to run.
+pyarrow). --from streams: memory stays flat whatever the input's size, a progress bar shows
+bytes and conversations a second, a record that cannot be used is left out and named as
+file:line: reason (--strict stops at the first instead), and a disk without room for the output
+is refused before anything is written. It reports each split's samples and tokens, the longest
+sample, what --max-seq-len will truncate, how many records were left out, and the train line
+to run.
 
 --out is replaced whole: the files are written into a temporary directory beside it and
 swapped in when complete, so Ctrl-C, kill -9 or a full disk leave the old directory as it was
 (the next prepare or train clears what a killed one left). --out must be new, empty or a data
 directory, since all of it is replaced; a second prepare into the same --out is refused while
-the first runs. summary.json records the sha256 of the other three files, and train refuses
-a directory whose files do not match it.
+the first runs. summary.json records the sha256, size and time of the other files, and train
+refuses a directory whose files do not match it.
 """
 from __future__ import annotations
 
@@ -57,6 +62,9 @@ def build_parser():
     parser.add_argument("--max-seq-len", type=int, default=128,
                         help="--from: the context length to count truncated samples against (default: "
                              "%(default)s)")
+    parser.add_argument("--strict", action="store_true",
+                        help="--from: stop at the first record that cannot be used (default: leave it out, "
+                             "name it as file:line: reason, and count it in the report)")
     cli.add_quiet(parser)
     return parser
 
@@ -71,7 +79,7 @@ def main(argv=None) -> int:
     try:
         if args.source is not None:
             prepare_from(args.source, args.out, args.seed, args.vocab_size, args.eval_fraction,
-                         args.max_seq_len, quiet=args.quiet)
+                         args.max_seq_len, quiet=args.quiet, strict=args.strict)
         else:
             prepare(args.persona or cli.DEFAULT_PERSONA, args.out,
                     60_000 if args.samples is None else args.samples, args.seed, args.vocab_size,

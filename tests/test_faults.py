@@ -28,7 +28,7 @@ from guppy_jax.cli import REPO
 
 from .helpers import losses, metrics, run_weights
 from guppy_jax.core.config import PRESETS
-from guppy_jax.data.datadir import prepare
+from guppy_jax.data.datadir import STORE_FILES, prepare
 from guppy_jax.training.loop import TrainError, TrainOptions, train
 from guppy_jax.training.report import Reporter
 
@@ -360,8 +360,11 @@ def test_the_non_finite_message_says_when_no_checkpoint_exists(tmp_path, data_di
 
 # ----------------------------------------------------------------------------- 12. rough edges
 def test_non_utf8_data_names_file_and_line(tmp_path, data_dir, capsys):
+    # A directory from before the token store (JSONL, no digest) is read line by line at start.
     bad = tmp_path / "data"
     shutil.copytree(data_dir, bad)
+    for name in (*STORE_FILES, "summary.json"):
+        (bad / name).unlink()
     with open(bad / "train.jsonl", "ab") as f:
         f.write(b'{"input": "hi", "output": "caf\xe9"}\n')
     lines = (bad / "train.jsonl").read_bytes().count(b"\n")

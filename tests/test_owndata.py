@@ -142,14 +142,17 @@ def test_train_reads_the_directory_with_a_vocab_of_the_tokenizers_size(tmp_path)
 @pytest.mark.parametrize("line, reason", [('{"input": "hi"}', "missing or non-string field 'output'"),
                                           ('{"input": "hi", "output": "x"', "not valid JSON"),
                                           ('{"prompt": "hi"}', "record has none of")])
-def test_a_bad_line_is_named_by_file_and_line(tmp_path, line, reason):
+def test_a_bad_line_is_left_out_and_named_by_file_and_line_and_strict_stops_at_it(tmp_path, line, reason):
     src = tmp_path / "d"
     write_jsonl(src / "train.jsonl", [{"input": "a", "output": "b"}] * 5)
     (src / "test.jsonl").write_text('{"input": "a", "output": "b"}\n\n' + line + "\n")
+    summary = prepare_from(src, tmp_path / "out", quiet=True)
+    assert summary["left_out"] == 1 and summary["left_out_shown"][0].startswith(f"{src / 'test.jsonl'}:3: {reason}")
+    assert summary["eval"]["samples"] == 1 and len(lines(tmp_path / "out" / "eval.jsonl")) == 1
     with pytest.raises(DataError) as err:
-        prepare_from(src, tmp_path / "out", quiet=True)
+        prepare_from(src, tmp_path / "strict", quiet=True, strict=True)
     assert str(err.value).startswith(f"{src / 'test.jsonl'}:3: {reason}")
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "strict").exists()
 
 
 def test_a_folder_without_train_jsonl_pools_its_files(tmp_path):
@@ -201,21 +204,27 @@ def test_out_may_not_overwrite_the_file_read(tmp_path):
                                     {"input": "", "output": "x"},
                                     {"messages": [{"role": "user", "content": " "},
                                                   {"role": "assistant", "content": ""}]}])
-def test_a_record_with_no_text_is_refused_by_file_and_line(tmp_path, record):
+def test_a_record_with_no_text_is_left_out_by_file_and_line(tmp_path, record):
     rows = [{"input": q, "output": a} for q, a, _ in conversations(10)]
     src = write_jsonl(tmp_path / "mine.jsonl", rows[:4] + [record] + rows[4:])
+    summary = prepare_from(src, tmp_path / "out", quiet=True)
+    assert summary["left_out_shown"] == [f"{src}:5: no text to learn from (one character or only whitespace)"]
+    assert summary["train"]["samples"] + summary["eval"]["samples"] == 10
     with pytest.raises(DataError) as err:
-        prepare_from(src, tmp_path / "out", quiet=True)
+        prepare_from(src, tmp_path / "strict", quiet=True, strict=True)
     assert str(err.value) == f"{src}:5: no text to learn from (one character or only whitespace)"
-    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "strict").exists()
 
 
 def test_a_file_of_only_one_character_records_is_refused_not_a_division_by_zero(tmp_path, capsys):
     from guppy_jax.prepare import main as prepare_main
     src = write_jsonl(tmp_path / "dots.jsonl", [{"text": "."}] * 20)
-    assert prepare_main(["--from", str(src), "--out", str(tmp_path / "out")]) == 1
+    assert prepare_main(["--from", str(src), "--out", str(tmp_path / "out"), "--quiet"]) == 1
     err = capsys.readouterr().err
-    assert err == f"error: {src}:1: no text to learn from (one character or only whitespace)\n"
+    assert err == f"error: {src}: every record was left out (20), none to train on\n"
+    assert prepare_main(["--from", str(src), "--out", str(tmp_path / "out"), "--strict"]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == f"error: {src}:1: no text to learn from (one character or only whitespace)"
 
 
 def test_samples_the_tokenizer_makes_one_token_of_are_counted_and_never_all_there_is(tmp_path):
@@ -309,8 +318,10 @@ def test_a_bad_parquet_row_is_named_by_file_and_row(tmp_path):
     rows = hub_rows(conversations(10))
     rows[3]["output"] = None
     src = write_parquet(tmp_path / "data" / "train-00000-of-00001.parquet", rows)
+    summary = prepare_from(tmp_path, tmp_path.parent / "out", quiet=True)
+    assert summary["left_out_shown"] == [f"{src}: row 3: missing or non-string field 'output'"]
     with pytest.raises(DataError) as err:
-        prepare_from(tmp_path, tmp_path.parent / "out", quiet=True)
+        prepare_from(tmp_path, tmp_path.parent / "strict", quiet=True, strict=True)
     assert str(err.value) == f"{src}: row 3: missing or non-string field 'output'"
     (tmp_path / "not.parquet").write_text("hello")
     with pytest.raises(DataError, match="not a readable parquet file"):

@@ -65,13 +65,16 @@ def test_your_own_folder_prepares_and_trains_with_the_line_it_prints(tmp_path, c
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "finished"
 
 
-def test_prepare_from_refuses_bad_lines_and_mixed_flags(tmp_path, capsys):
+def test_prepare_from_leaves_out_bad_lines_or_with_strict_stops_and_refuses_mixed_flags(tmp_path, capsys):
     write_rows(tmp_path / "mine.jsonl", hub_rows(10))
     with open(tmp_path / "mine.jsonl", "a") as f:
         f.write('{"input": "hi", "output": 7}\n')
-    assert prepare_main(["--from", str(tmp_path / "mine.jsonl"), "--out", str(tmp_path / "o")]) == 1
-    err = capsys.readouterr().err.strip()
-    assert err == f"error: {tmp_path / 'mine.jsonl'}:11: missing or non-string field 'output'"
+    bad = f"{tmp_path / 'mine.jsonl'}:11: missing or non-string field 'output'"
+    assert prepare_main(["--from", str(tmp_path / "mine.jsonl"), "--out", str(tmp_path / "o")]) == 0
+    out, err = capsys.readouterr()
+    assert f"left out: {bad}" in err and "1 record left out as unusable" in out and "reading" in err  # the bar
+    assert prepare_main(["--from", str(tmp_path / "mine.jsonl"), "--out", str(tmp_path / "s"), "--strict"]) == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {bad}"
     assert prepare_main(["--from", str(tmp_path / "mine.jsonl"), "--persona", "x.toml"]) == 2
     assert "leave out --persona" in capsys.readouterr().err
     assert prepare_main(["--from", str(tmp_path / "mine.jsonl"), "--eval-fraction", "1"]) == 2

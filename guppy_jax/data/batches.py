@@ -54,6 +54,22 @@ def record_text(record, where: str) -> str:
                     f"(keys: {', '.join(sorted(record)) or 'none'})")
 
 
+def parse_line(raw: bytes, where: str):
+    """The JSON value of one JSONL line (bytes); None for a blank line. Bad UTF-8 or bad JSON
+    is a DataError that names `where` ("file:line"), the reason and the column."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{where}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column "
+                        f"{err.start + 1})") from None
+    if not line.strip():
+        return None
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
+
+
 def read_jsonl(path):
     """(where, record) for every non-blank line of a JSONL file; `where` is "file:line"."""
     path = Path(path)
@@ -61,18 +77,9 @@ def read_jsonl(path):
         raise DataError(f"{path}: file not found")
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
-            where = f"{path}:{lineno}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise DataError(f"{where}: not UTF-8 text (byte 0x{raw[err.start]:02x} at column "
-                                f"{err.start + 1})") from None
-            if not line.strip():
-                continue
-            try:
-                yield where, json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
+            record = parse_line(raw, f"{path}:{lineno}")
+            if record is not None:
+                yield f"{path}:{lineno}", record
 
 
 def load_texts(path) -> list[str]:
@@ -109,28 +116,50 @@ def encode_texts(tok, texts: list[str], max_len: int, overflow: str = "truncate"
     return out
 
 
-def padded_row_len(samples: list[np.ndarray], max_len: int) -> int:
-    """The row length for one-conversation-per-row batches: the longest sample, rounded up
-    to a multiple of 8, at most max_len. One fixed shape for the whole run."""
-    longest = max(len(s) for s in samples)
+def sample_lengths(samples) -> np.ndarray:
+    """Each sample's length in tokens (int32): a token store knows them without reading a token."""
+    lengths = getattr(samples, "lengths", None)
+    return (np.asarray(lengths, np.int32) if lengths is not None
+            else np.fromiter((len(s) for s in samples), np.int32, count=len(samples)))
+
+
+def padded_row_len(samples, max_len: int, *more) -> int:
+    """The row length for one-conversation-per-row batches: the longest sample (of `samples`
+    and any `more` splits), rounded up to a multiple of 8, at most max_len. One fixed shape for
+    the whole run."""
+    longest = max(int(sample_lengths(split).max()) for split in (samples, *more) if len(split))
     return min(max_len, -(-longest // 8) * 8)
 
 
-def pack_rows(samples: list[np.ndarray], order: np.ndarray, seq_len: int, packed: bool) -> list[list[np.ndarray]]:
-    """Group samples (in `order`) into rows of at most seq_len tokens: one each when not packed."""
+def take_rows(lengths: np.ndarray, order: np.ndarray, cursor: int, n_rows: int, seq_len: int,
+              packed: bool) -> tuple[list[list[int]], int]:
+    """Up to n_rows rows of sample indices, taken from `order` starting at `cursor`, and the
+    cursor after them. Not packed: one sample a row. Packed: samples go into a row, in order,
+    while they fit its seq_len tokens (a sample longer than the row starts a row of its own
+    and is cut there); the last row of the order may be short. Only lengths are read."""
     if not packed:
-        return [[samples[i]] for i in order]
+        end = min(len(order), cursor + n_rows)
+        return [[int(i)] for i in order[cursor:end]], end
     rows, row, used = [], [], 0
-    for i in order:
-        n = len(samples[i])
+    while cursor < len(order) and len(rows) < n_rows:
+        i = int(order[cursor])
+        n = int(lengths[i])
         if used + n > seq_len and row:
             rows.append(row)
             row, used = [], 0
-        row.append(samples[i])
+            continue
+        row.append(i)
         used += n
-    if row:
+        cursor += 1
+    if row:  # the order ran out mid-row (a row is only begun while rows are missing)
         rows.append(row)
-    return rows
+    return rows, cursor
+
+
+def pack_rows(samples, order: np.ndarray, seq_len: int, packed: bool) -> list[list[np.ndarray]]:
+    """Group samples (in `order`) into rows of at most seq_len tokens: one each when not packed."""
+    index_rows, _ = take_rows(sample_lengths(samples), order, 0, len(order), seq_len, packed)
+    return [[samples[i] for i in row] for row in index_rows]
 
 
 def shifted_batch(seqs, width: int, pad_id: int = 0) -> dict:
@@ -175,57 +204,89 @@ def make_batch(rows: list[list[np.ndarray]], seq_len: int, pad_id: int = 0) -> d
 class Batches:
     """Endless, deterministic, resumable batches of one fixed shape (batch_size, seq_len).
 
-    Epoch e visits the samples in the order of permutation(seed, e); the last partial batch
-    of an epoch is left out so the shape never changes. `position` is (epoch, index) and
-    can be restored with `seek` to continue exactly where a run stopped.
+    Epoch e visits the samples in the order of permutation(seed, e) and lays them into rows
+    (`take_rows`) one batch at a time, from a cursor into that order; the last partial batch
+    of an epoch is left out so the shape never changes. `position` is (epoch, index, cursor):
+    `seek` restores it to continue exactly where a run stopped, with no pass over the data.
+    Memory: each sample's length, and one epoch's order (4 and 8 bytes a sample).
+
+    `rows` (a slice of the batch's rows, or None for all): only those rows are read and
+    filled; the others stay padding. With many processes each fills the rows its devices hold.
     """
 
-    def __init__(self, samples: list[np.ndarray], batch_size: int, seq_len: int, packed: bool,
-                 seed: int = 0, pad_id: int = 0, shuffle: bool = True):
-        if not samples:
+    def __init__(self, samples, batch_size: int, seq_len: int, packed: bool,
+                 seed: int = 0, pad_id: int = 0, shuffle: bool = True, rows: slice | None = None):
+        if not len(samples):
             raise DataError("no samples to batch")
         self.samples, self.batch_size, self.seq_len = samples, batch_size, seq_len
         self.packed, self.seed, self.pad_id, self.shuffle = packed, seed, pad_id, shuffle
-        self._epoch_rows: tuple[int, list] | None = None
-        self.epoch, self.index = 0, 0
-        if self.batches_per_epoch(0) == 0:
+        self.rows = rows
+        self.lengths = sample_lengths(samples)
+        self._order: tuple[int, np.ndarray] | None = None
+        self.epoch, self.index, self.cursor = 0, 0, 0
+        if len(take_rows(self.lengths, self.order(0), 0, batch_size, seq_len, packed)[0]) < batch_size:
             raise DataError(f"batch size {batch_size} is larger than the data: "
-                            f"{len(self._rows(0))} rows of {seq_len} tokens "
+                            f"{self.batches_per_epoch(0, batch_size=1)} rows of {seq_len} tokens "
                             f"from {len(samples)} samples ({'packed' if packed else 'padded'})")
 
-    def _rows(self, epoch: int) -> list:
-        if self._epoch_rows is None or self._epoch_rows[0] != epoch:
-            n = len(self.samples)
-            order = (np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle
-                     else np.arange(n))
-            self._epoch_rows = (epoch, pack_rows(self.samples, order, self.seq_len, self.packed))
-        return self._epoch_rows[1]
+    def order(self, epoch: int) -> np.ndarray:
+        if self._order is None or self._order[0] != epoch:
+            n = len(self.lengths)
+            self._order = (epoch, np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle
+                           else np.arange(n))
+        return self._order[1]
 
-    def batches_per_epoch(self, epoch: int | None = None) -> int:
-        return len(self._rows(self.epoch if epoch is None else epoch)) // self.batch_size
+    def batches_per_epoch(self, epoch: int | None = None, batch_size: int | None = None) -> int:
+        """Full batches in an epoch: one pass over its order's lengths (no token is read)."""
+        rows, _ = take_rows(self.lengths, self.order(self.epoch if epoch is None else epoch), 0,
+                            len(self.lengths), self.seq_len, self.packed)
+        return len(rows) // (batch_size or self.batch_size)
 
     @property
     def position(self) -> dict:
-        return {"epoch": self.epoch, "index": self.index}
+        return {"epoch": self.epoch, "index": self.index, "cursor": self.cursor}
 
     def seek(self, position: dict) -> None:
-        self.epoch, self.index = int(position["epoch"]), int(position["index"])
+        """Go to a saved position. One saved before positions had a cursor is replayed from
+        its epoch's start (lengths only)."""
+        epoch, index = int(position["epoch"]), int(position["index"])
+        if "cursor" in position:
+            self.epoch, self.index, self.cursor = epoch, index, int(position["cursor"])
+            return
+        self.epoch, self.index, self.cursor = epoch, 0, 0
+        for _ in range(index):
+            self._next_rows()
+
+    def _next_rows(self) -> list[list[int]]:
+        rows, cursor = take_rows(self.lengths, self.order(self.epoch), self.cursor, self.batch_size,
+                                 self.seq_len, self.packed)
+        if len(rows) < self.batch_size:  # the epoch's last partial batch is left out
+            self.epoch, self.index = self.epoch + 1, 0
+            rows, cursor = take_rows(self.lengths, self.order(self.epoch), 0, self.batch_size,
+                                     self.seq_len, self.packed)
+        self.cursor, self.index = cursor, self.index + 1
+        return rows
+
+    def _batch(self, index_rows: list[list[int]]) -> dict:
+        wanted = range(len(index_rows))[self.rows] if self.rows is not None else range(len(index_rows))
+        rows = [[self.samples[i] for i in row] if b in wanted else [] for b, row in enumerate(index_rows)]
+        return make_batch(rows, self.seq_len, self.pad_id)
 
     def __iter__(self):
         return self
 
     def __next__(self) -> dict:
-        if self.index >= self.batches_per_epoch():
-            self.epoch, self.index = self.epoch + 1, 0
-        rows = self._rows(self.epoch)[self.index * self.batch_size:(self.index + 1) * self.batch_size]
-        self.index += 1
-        return make_batch(rows, self.seq_len, self.pad_id)
+        return self._batch(self._next_rows())
 
     def one_pass(self):
-        """Every full batch of the current order once (for evaluation), without moving position."""
-        rows = self._rows(self.epoch)
-        for i in range(len(rows) // self.batch_size):
-            yield make_batch(rows[i * self.batch_size:(i + 1) * self.batch_size], self.seq_len, self.pad_id)
+        """Every full batch of the current epoch's order once, from its start (for
+        evaluation), without moving position."""
+        order, cursor = self.order(self.epoch), 0
+        while True:
+            rows, cursor = take_rows(self.lengths, order, cursor, self.batch_size, self.seq_len, self.packed)
+            if len(rows) < self.batch_size:
+                return
+            yield self._batch(rows)
 
 
 def mean_eval_loss(eval_fn, state, batches, max_batches: int) -> float:

@@ -1,9 +1,12 @@
 """A prepared data directory: written from a persona, read back for training.
 
-    train.jsonl, eval.jsonl   the conversations (5% held out)
+    train.jsonl, eval.jsonl   the conversations (5% held out), for people to read
     tokenizer.json            byte-level BPE with <pad>=0, <|im_start|>=1, <|im_end|>=2
+    train.tokens, train.offsets.npy, eval.tokens, eval.offsets.npy
+                              the same conversations tokenized once: the token store
+                              (guppy_jax.data.store) that `train` maps
     summary.json              counts, per-topic balance, padded/packed fill shares, and the
-                              sha256 of each of the three files above with their `digest`
+                              sha256 and size of each file above, with their `digest`
 
 `prepare` writes one (the `prepare` command is a thin wrapper around it, and `prepare --from`
 in guppy_jax.owndata writes the same files); `ensure_prepared` is the one rule for a missing
@@ -11,6 +14,10 @@ directory: the default Guppy directory is generated on first use (and again when
 missing), any other is an error that says how to make it. `load_for_training` reads one for
 `train` and refuses files that do not belong together: their digest is not the one in
 summary.json (a directory without a digest, from before there was one, is read unchecked).
+The files are hashed again only when one's size differs from summary.json's or one is newer
+than summary.json (written last), so a large corpus starts as fast as a small one, and the
+files prepare writes stay byte-identical for a seed. A directory prepared before the token store
+(JSONL and tokenizer only) is read as it always was: its texts are tokenized at start.
 
 A data directory is replaced whole, never file by file, so it is always either the old one
 or the new one. For a directory D in a folder P, prepare keeps beside it, in P:
@@ -44,8 +51,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..core.paths import DEFAULT_DATA, DEFAULT_PERSONA
-from .batches import Batches, DataError, encode_texts, load_texts, pack_rows, padded_row_len
+from .batches import (Batches, DataError, encode_texts, load_texts, padded_row_len, read_jsonl, record_text,
+                      sample_lengths, take_rows)
+from .store import StoredSamples, TokenWriter, has_store, store_files
 from ..core.faults import moment
 from ..core.memory import check_prepare_fits
 from .persona import conversations, load_persona, split, summarize, write_jsonl
@@ -53,7 +64,9 @@ from ..core.tokenizer import (MAX_VOCAB, MIN_VOCAB, format_chat, load_tokenizer,
                         train_tokenizer)
 
 DATA_FILES = ("train.jsonl", "eval.jsonl", "tokenizer.json")
-ALL_FILES = (*DATA_FILES, "summary.json")
+STORE_FILES = (*store_files("train"), *store_files("eval"))
+ALL_FILES = (*DATA_FILES, *STORE_FILES, "summary.json")
+ENCODE_CHUNK = 8192  # conversations tokenized (and held) at a time while writing the store
 
 
 # ----------------------------------------------------------------------------- digests
@@ -63,24 +76,66 @@ def file_digest(path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def digested(files) -> tuple[str, ...]:
+    """The files a digest covers: DATA_FILES, and the token store when there is one."""
+    return (*DATA_FILES, *STORE_FILES) if all(name in files for name in STORE_FILES) else DATA_FILES
+
+
 def files_digest(files: dict) -> str:
-    """The digest of a data directory: sha256 over "NAME SHA256\\n" of each of DATA_FILES."""
-    return hashlib.sha256("".join(f"{name} {files[name]}\n" for name in DATA_FILES).encode()).hexdigest()
+    """The digest of a data directory: sha256 over "NAME SHA256\\n" of each file it covers."""
+    return hashlib.sha256("".join(f"{name} {files[name]}\n" for name in digested(files)).encode()).hexdigest()
 
 
-def write_data(folder: Path, train: list[dict], held_out: list[dict], tok, summary: dict) -> None:
-    """The four files into `folder` (a new directory), summary.json last, with each file's
-    sha256 (`files`) and their `digest` added to `summary`."""
+def write_store(folder: Path, split: str, tok, texts) -> np.ndarray:
+    """Tokenize `texts` (any iterable) a chunk at a time into the split's token store;
+    returns every conversation's length in tokens (int64), uncut."""
+    writer, lengths = TokenWriter(folder, split), []
+    try:
+        chunk = []
+        for text in texts:
+            chunk.append(text)
+            if len(chunk) == ENCODE_CHUNK:
+                lengths.append(writer.add([enc.ids for enc in tok.encode_batch(chunk)]))
+                chunk = []
+        if chunk:
+            lengths.append(writer.add([enc.ids for enc in tok.encode_batch(chunk)]))
+    except BaseException:
+        writer.abandon()
+        raise
+    writer.close()
+    return np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+
+
+def jsonl_texts(path: Path):
+    """The formatted text of every record of a JSONL file that prepare wrote, one at a time."""
+    return (record_text(record, where) for where, record in read_jsonl(path))
+
+
+def finish(folder: Path, summary: dict) -> None:
+    """summary.json, last, with each file's sha256 (`files`) and size (`sizes`) and their
+    `digest` added to `summary`."""
+    names = [name for name in (*DATA_FILES, *STORE_FILES) if (folder / name).exists()]
+    files = {name: file_digest(folder / name) for name in names}
+    summary.update(files=files, digest=files_digest(files),
+                   sizes={name: os.path.getsize(folder / name) for name in names})
+    (folder / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
+    moment("prepare.summary_written")
+
+
+def write_data(folder: Path, train: list[dict], held_out: list[dict], tok, summary: dict) -> dict:
+    """The data directory's files into `folder` (a new directory): the JSONL pair, the token
+    store, the tokenizer and summary.json last (see `finish`). Returns each split's lengths
+    in tokens, uncut."""
     write_jsonl(folder / "train.jsonl", train)
     moment("prepare.train_written")
     write_jsonl(folder / "eval.jsonl", held_out)
     moment("prepare.eval_written")
+    lengths = {split: write_store(folder, split, tok, (record_text(r, split) for r in records))
+               for split, records in (("train", train), ("eval", held_out))}
+    moment("prepare.store_written")
     tok.save(str(folder / "tokenizer.json"))
     moment("prepare.tokenizer_written")
-    files = {name: file_digest(folder / name) for name in DATA_FILES}
-    summary.update(files=files, digest=files_digest(files))
-    (folder / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
-    moment("prepare.summary_written")
+    return lengths
 
 
 def checked_digest(data_dir: Path) -> str | None:
@@ -96,11 +151,20 @@ def checked_digest(data_dir: Path) -> str | None:
         raise DataError(f"{path}: not readable JSON ({err}): run prepare again for {data_dir}") from None
     if not isinstance(summary, dict) or "digest" not in summary:
         return None
-    files = {name: file_digest(data_dir / name) for name in DATA_FILES}
+    recorded = summary.get("files") if isinstance(summary.get("files"), dict) else {}
+    names = digested(recorded)
+    sizes = summary.get("sizes") if isinstance(summary.get("sizes"), dict) else {}
+    try:  # as prepare left them (the same size, none newer than summary.json): not read again
+        written = os.stat(path).st_mtime_ns
+        if sizes and all(sizes.get(name) == os.path.getsize(data_dir / name) and
+                         os.stat(data_dir / name).st_mtime_ns <= written for name in names):
+            return summary["digest"]
+    except OSError:
+        pass
+    files = {name: file_digest(data_dir / name) if (data_dir / name).exists() else "missing" for name in names}
     if files_digest(files) == summary["digest"]:
         return summary["digest"]
-    recorded = summary.get("files") if isinstance(summary.get("files"), dict) else {}
-    differ = [name for name in DATA_FILES if recorded.get(name) != files[name]] or list(DATA_FILES)
+    differ = [name for name in names if recorded.get(name) != files[name]] or list(names)
     raise DataError(f"{data_dir}: its files come from different prepares ({', '.join(differ)} "
                     f"{'is' if len(differ) == 1 else 'are'} not what its summary.json was written with): "
                     f"run prepare again to make {data_dir} whole")
@@ -304,10 +368,16 @@ def replacing(out, wait: bool = False, quiet: bool = True):
 # ----------------------------------------------------------------------------- prepare from a persona
 def fill_shares(samples, seq_len: int = 128) -> dict:
     """Share of row slots that hold real tokens, one conversation per row vs packed."""
-    import numpy as np
-    order = np.arange(len(samples))
-    tokens = sum(len(s) for s in samples)
-    return {mode: tokens / (len(pack_rows(samples, order, seq_len, packed)) * seq_len)
+    return fill_of_lengths(sample_lengths(samples), seq_len)
+
+
+def fill_of_lengths(lengths, seq_len: int = 128) -> dict:
+    """fill_shares from conversations' lengths in tokens, as train would cut them (to
+    seq_len) and leave them out (under 2 tokens)."""
+    lengths = np.asarray(lengths)
+    lengths = np.minimum(lengths[lengths >= 2], seq_len)
+    order, tokens = np.arange(len(lengths)), int(lengths.sum())
+    return {mode: tokens / (len(take_rows(lengths, order, 0, len(order), seq_len, packed)[0]) * seq_len)
             for mode, packed in (("padded", False), ("packed", True))}
 
 
@@ -331,11 +401,11 @@ def prepare(persona_path=DEFAULT_PERSONA, out=DEFAULT_DATA, samples: int = 60_00
         lowercase = lowercase_loses_nothing(train_texts + [format_chat(r["input"], r["output"]) for r in held_out])
         tok = train_tokenizer(train_texts, vocab_size, lowercase=lowercase)
         summary = summarize(records)
-        encoded = encode_texts(tok, train_texts, 128)
+        lengths = write_data(new, train, held_out, tok, summary)["train"]
         summary.update(persona=persona.name, seed=seed, train=len(train), eval=len(held_out),
                        vocab_used=tok.get_vocab_size(), vocab_size=vocab_size, reads_lowercase=lowercase,
-                       fill_at_128=fill_shares(encoded.samples), truncated_at_128=encoded.truncated)
-        write_data(new, train, held_out, tok, summary)
+                       fill_at_128=fill_of_lengths(lengths), truncated_at_128=int(np.count_nonzero(lengths > 128)))
+        finish(new, summary)
     if not quiet:
         print_summary(summary, out, time.perf_counter() - start)
     return summary
@@ -376,8 +446,11 @@ def ensure_prepared(data_dir, vocab_size: int = 4096, quiet: bool = False) -> Pa
 
 
 def load_samples(data_dir, max_len: int, vocab_size: int = 4096, split_name: str = "train"):
-    """Token-id arrays of one split (load-or-prepare), for bench and compare."""
+    """Token-id arrays of one split (load-or-prepare), for bench and compare: the token
+    store's, or the JSONL's tokenized for a directory prepared before there was a store."""
     data_dir = ensure_prepared(data_dir, vocab_size, quiet=True)
+    if has_store(data_dir, split_name):
+        return StoredSamples(data_dir, split_name, max_len)
     tok = load_tokenizer(data_dir / "tokenizer.json")
     return encode_texts(tok, load_texts(data_dir / f"{split_name}.jsonl"), max_len).samples
 
@@ -390,6 +463,7 @@ class TrainingData:
     report: dict         # sample counts, truncated/dropped, the row length used
     digest: str | None = None            # the data directory's (summary.json); None: prepared before digests
     tokenizer_digest: str | None = None  # sha256 of the tokenizer.json the texts were encoded with
+    notes: tuple[str, ...] = ()          # how the data was read, when not from its token store
 
 
 # A vocab grown to fit a tokenizer is rounded up to this: the tied embedding is also the output
@@ -420,16 +494,42 @@ def _identity(data_dir: Path):
     return info.st_dev, info.st_ino
 
 
+@dataclass
+class Splits:
+    train: object  # StoredSamples, or a list of int32 arrays
+    eval: object
+    truncated: int
+    dropped: int
+    note: str = ""
+
+
+def read_splits(data_dir: Path, tok, tokenizer_digest: str, max_len: int) -> Splits:
+    """Both splits' samples: mapped from the token store when the directory has one made with
+    this tokenizer, else the JSONL tokenized now (a directory prepared before the store, or a
+    run that reads its data with another run's tokenizer), with a note that says so."""
+    own = data_dir / "tokenizer.json"
+    if has_store(data_dir, "train") and has_store(data_dir, "eval") and own.exists() and \
+            file_digest(own) == tokenizer_digest:
+        try:
+            train, held = StoredSamples(data_dir, "train", max_len), StoredSamples(data_dir, "eval", max_len)
+        except ValueError as err:
+            raise DataError(f"{err}: run prepare again for {data_dir}") from None
+        return Splits(train, held, train.truncated + held.truncated, train.dropped + held.dropped)
+    train = encode_texts(tok, load_texts(data_dir / "train.jsonl"), max_len)
+    held = encode_texts(tok, load_texts(data_dir / "eval.jsonl"), max_len)
+    note = ("texts tokenized with the run's own tokenizer" if has_store(data_dir, "train") else
+            "texts tokenized at start (the directory has no token store: prepare it again to start faster)")
+    return Splits(train.samples, held.samples, train.truncated + held.truncated, train.dropped + held.dropped, note)
+
+
 def _read(cfg, data_dir: Path, tokenizer: Path):
     tok = load_tokenizer(tokenizer)
     if tok.get_vocab_size() > cfg.model.vocab_size:
         raise DataError(f"{tokenizer} has {tok.get_vocab_size()} ids but the model's vocab_size is "
                         f"{cfg.model.vocab_size}: pass --vocab-size {tok.get_vocab_size()} or larger, or "
                         f"leave --vocab-size out to fit it to the tokenizer")
-    max_len = cfg.model.max_seq_len
-    train = encode_texts(tok, load_texts(data_dir / "train.jsonl"), max_len)
-    held = encode_texts(tok, load_texts(data_dir / "eval.jsonl"), max_len)
-    return tok, train, held, checked_digest(data_dir), file_digest(tokenizer)
+    digest, tokenizer_digest = checked_digest(data_dir), file_digest(tokenizer)
+    return tok, read_splits(data_dir, tok, tokenizer_digest, cfg.model.max_seq_len), digest, tokenizer_digest
 
 
 def split_batches(split_name: str, samples, cfg, seq_len: int, data_dir: Path, **kw) -> Batches:
@@ -437,7 +537,7 @@ def split_batches(split_name: str, samples, cfg, seq_len: int, data_dir: Path, *
     try:
         return Batches(samples, cfg.batch_size, seq_len, cfg.packing, **kw)
     except DataError:
-        if samples:
+        if len(samples):
             rows = Batches(samples, 1, seq_len, cfg.packing, **kw).batches_per_epoch(0)
             n, packing = len(samples), "packed" if cfg.packing else "padded"
             has = (f"has {n} sample{'' if n == 1 else 's'} ({rows} row{'' if rows == 1 else 's'} of {seq_len} "
@@ -450,20 +550,21 @@ def split_batches(split_name: str, samples, cfg, seq_len: int, data_dir: Path, *
         raise DataError(f"{data_dir}: the {split_name} split {has} prepare more {split_name} data ({more})") from None
 
 
-def load_for_training(cfg, data_dir, quiet: bool = False, tokenizer=None) -> TrainingData:
+def load_for_training(cfg, data_dir, quiet: bool = False, tokenizer=None, rows: slice | None = None) -> TrainingData:
     """Tokenizer and fixed-shape train/eval batches for a TrainConfig; fails early (DataError)
     on missing files, files from different prepares (by summary.json's digest), a tokenizer
     larger than the model's vocab or a split smaller than one batch.
     `tokenizer` (a tokenizer.json path) encodes the texts instead of the data directory's own:
     a run that starts from another run's weights reads any data with that run's tokenizer.
-    A prepare that swaps the directory while it is read makes it read the new one again."""
+    A prepare that swaps the directory while it is read makes it read the new one again.
+    `rows`: the rows of each train batch this process fills (Batches), None for all."""
     given = data_dir
     for attempt in (1, 2):
         data_dir = ensure_prepared(given, cfg.model.vocab_size, quiet)
         seen = _identity(data_dir)
         path = Path(tokenizer) if tokenizer is not None else data_dir / "tokenizer.json"
         try:
-            tok, train, held, digest, tokenizer_digest = _read(cfg, data_dir, path)
+            tok, splits, digest, tokenizer_digest = _read(cfg, data_dir, path)
         except (DataError, OSError):
             if attempt == 2 or _identity(data_dir) == seen:
                 raise
@@ -472,11 +573,12 @@ def load_for_training(cfg, data_dir, quiet: bool = False, tokenizer=None) -> Tra
             break
     seq_len = cfg.seq_len
     if seq_len == 0:
-        seq_len = cfg.model.max_seq_len if cfg.packing else padded_row_len(train.samples + held.samples,
-                                                                           cfg.model.max_seq_len)
-    train_batches = split_batches("train", train.samples, cfg, seq_len, data_dir, seed=cfg.seed)
-    eval_batches = split_batches("eval", held.samples, cfg, seq_len, data_dir, shuffle=False)
-    report = {"train_samples": len(train.samples), "eval_samples": len(held.samples),
-              "truncated": train.truncated + held.truncated, "dropped": train.dropped + held.dropped,
-              "seq_len": seq_len}
-    return TrainingData(tok, train_batches, eval_batches, report, digest, tokenizer_digest)
+        seq_len = cfg.model.max_seq_len if cfg.packing else padded_row_len(splits.train, cfg.model.max_seq_len,
+                                                                           splits.eval)
+    train_batches = split_batches("train", splits.train, cfg, seq_len, data_dir, seed=cfg.seed, rows=rows)
+    # eval batches go to the step whole, from every process alike: all their rows are read
+    eval_batches = split_batches("eval", splits.eval, cfg, seq_len, data_dir, shuffle=False)
+    report = {"train_samples": len(splits.train), "eval_samples": len(splits.eval), "truncated": splits.truncated,
+              "dropped": splits.dropped, "seq_len": seq_len}
+    return TrainingData(tok, train_batches, eval_batches, report, digest, tokenizer_digest,
+                        (splits.note,) if splits.note else ())

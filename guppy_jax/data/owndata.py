@@ -14,11 +14,20 @@ evaluates. A folder with neither pools every *.jsonl and *.parquet in it (and th
 data/). With no eval file, a seeded share of the records is held out. Reading parquet needs
 pyarrow (the `parquet` extra); it is read a record batch at a time.
 
-Records are written as they came (the category kept), the byte-level BPE tokenizer is trained on
-the training text, and the summary says how many samples and tokens there are, the longest
-sample, how many samples the context length will cut, and the `train` line to run. A record
-that cannot be trained on (bad JSON, missing fields, or no text: one character or only
-whitespace) stops it with its file and line (a parquet file's row, counted from 0).
+It streams: the input is read once, a record at a time, with a progress bar (bytes and
+conversations a second); the records are copied as they came (the category kept) to
+train.jsonl and eval.jsonl; the byte-level BPE tokenizer is trained from an iterator over the
+training text; then each split is tokenized a chunk at a time into the token store `train`
+maps (guppy_jax.data.store). Memory stays bounded whatever the input's size: a few numbers per
+conversation, one chunk of texts, and the tokenizer's word counts. The summary says how many
+samples and tokens there are, the longest sample, how many samples the context length will
+cut, and the `train` line to run.
+
+A record that cannot be trained on (bad UTF-8 or JSON, missing fields, or no text: one
+character or only whitespace) is left out and reported as `file:line: reason` (a parquet
+file's row, counted from 0), and the report ends with how many were left out; `strict` (the
+--strict flag) makes the first one an error instead. A disk without room for the output
+(about twice the input, and the token store) is refused before anything is written.
 
 The four files are swapped in as --out whole, as a persona's are (guppy_jax.datadir): a
 killed or failed prepare leaves the old directory as it was, a second prepare into the same
@@ -27,21 +36,29 @@ files, since all of it is replaced.
 """
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import sys
 import time
-from collections import Counter
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from .batches import DataError, encode_texts, read_jsonl, record_text
-from .datadir import fill_shares, replacing, write_data
+from ..core.faults import moment
 from ..core.tokenizer import MAX_VOCAB, MIN_VOCAB, lowercase_loses_nothing, train_tokenizer
+from .batches import DataError, parse_line, record_text
+from .datadir import fill_of_lengths, finish, jsonl_texts, replacing, write_store
 
 EVAL_SPLITS = ("eval", "validation", "valid", "test")  # the first one present evaluates
 EVAL_NAMES = tuple(f"{split}.jsonl" for split in EVAL_SPLITS)
 OUTPUT_FILES = ("train.jsonl", "eval.jsonl", "tokenizer.json", "summary.json")
 PARQUET_BATCH = 8192  # records read from a parquet file at a time
+SHOWN_BAD = 20  # bad records reported one by one; the rest are counted
+ROOM_FACTOR = {".jsonl": 2.5, ".parquet": 10.0}  # output bytes per input byte, at most (see needed_room)
 NO_PYARROW = ("reading parquet needs pyarrow, which is not installed: pip install pyarrow "
               "(or this project's extra: pip install -e '.[parquet]')")
 
@@ -94,23 +111,39 @@ def import_parquet():
 
 
 def read_parquet(path: Path):
-    """(where, record) for every row of a parquet file, a record batch at a time; `where` is
-    "file: row N", N counted from 0 as pandas and datasets index rows."""
+    """(where, record, bytes read) for every row of a parquet file, a record batch at a time;
+    `where` is "file: row N", N counted from 0 as pandas and datasets index rows. The bytes
+    are the file's size shared out over its rows (for the progress bar)."""
     pq = import_parquet()
     try:
         file = pq.ParquetFile(path)
     except Exception as err:  # noqa: BLE001 - pyarrow's own errors (ArrowInvalid, ArrowIOError...)
         raise DataError(f"{path}: not a readable parquet file ({err})") from None
+    per_row = path.stat().st_size / max(1, file.metadata.num_rows)
     with file:
         row = 0
         for batch in file.iter_batches(batch_size=PARQUET_BATCH):
             for record in batch.to_pylist():
-                yield f"{path}: row {row}", record
+                yield f"{path}: row {row}", record, per_row
                 row += 1
 
 
+def read_jsonl_lines(path: Path):
+    """(where, record or the DataError that says why not, bytes read) for every non-blank line."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            where = f"{path}:{lineno}"
+            try:
+                record = parse_line(raw, where)
+            except DataError as err:
+                yield where, err, len(raw)
+                continue
+            if record is not None:
+                yield where, record, len(raw)
+
+
 def read_source(path: Path):
-    return read_parquet(path) if path.suffix == ".parquet" else read_jsonl(path)
+    return read_parquet(path) if path.suffix == ".parquet" else read_jsonl_lines(path)
 
 
 def has_text(record: dict) -> bool:
@@ -124,21 +157,90 @@ def has_text(record: dict) -> bool:
     return len(content.strip()) >= 2
 
 
-def read_records(paths: list[Path]) -> tuple[list[dict], list[str]]:
-    """(records, formatted texts) from JSONL or parquet files; a record that cannot be trained on
-    is a DataError naming its file and line (or row)."""
-    records, texts = [], []
-    for path in paths:
-        before = len(records)
-        for where, record in read_source(path):
-            text = record_text(record, where)  # checks the record's form first
-            if not has_text(record):
-                raise DataError(f"{where}: no text to learn from (one character or only whitespace)")
-            texts.append(text)
-            records.append(record)
-        if len(records) == before:
-            raise DataError(f"{path}: no records (the file is empty)")
-    return records, texts
+class BadRecords:
+    """The records left out: each reported as `where: reason` on stderr (the first SHOWN_BAD
+    of them), all counted; with `strict` the first one is raised instead."""
+
+    def __init__(self, strict: bool, quiet: bool):
+        self.strict, self.quiet, self.count, self.shown = strict, quiet, 0, []
+
+    def add(self, err: DataError) -> None:
+        if self.strict:
+            raise err
+        self.count += 1
+        if len(self.shown) < SHOWN_BAD:
+            self.shown.append(str(err))
+            if not self.quiet:
+                tqdm.write(f"left out: {err}", file=sys.stderr)
+
+
+@dataclass
+class Copied:
+    records: int = 0
+    lowercase: bool = True  # every answer so far is lowercase (lowercase_loses_nothing)
+    categories: array = field(default_factory=lambda: array("i"))  # each record's, as an index into `names`
+    names: dict = field(default_factory=dict)
+
+
+def copy_records(paths: list[Path], out: Path, bad: BadRecords, bar) -> Copied:
+    """Check every record of `paths` and write the good ones, as they came, to the JSONL file
+    `out`; the bad ones go to `bad`. A file with no record at all is an error."""
+    copied = Copied()
+    with open(out, "w", encoding="utf-8") as f:
+        for path in paths:
+            before = copied.records + bad.count
+            for where, record, size in read_source(path):
+                bar.update(size)
+                try:
+                    if isinstance(record, DataError):
+                        raise record
+                    text = record_text(record, where)  # checks the record's form first
+                    if not has_text(record):
+                        raise DataError(f"{where}: no text to learn from (one character or only whitespace)")
+                except DataError as err:
+                    bad.add(err)
+                    continue
+                f.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+                copied.records += 1
+                copied.lowercase = copied.lowercase and lowercase_loses_nothing([text])
+                category = str(record.get("category", ""))
+                copied.categories.append(copied.names.setdefault(category, len(copied.names)))
+                if copied.records % 4096 == 0:
+                    rate = copied.records / max(bar.format_dict["elapsed"], 1e-9)
+                    bar.set_postfix_str(f"{rate:,.0f} conversations/s", refresh=False)
+            if copied.records + bad.count == before:
+                raise DataError(f"{path}: no records (the file is empty)")
+    if not copied.records:
+        raise DataError(f"{', '.join(map(str, paths))}: every record was left out ({bad.count}), none to train on")
+    return copied
+
+
+def split_records(records: Path, eval_rows: np.ndarray, train: Path, held: Path) -> None:
+    """Copy the lines of `records` to `held` at the indices in eval_rows, the rest to `train`."""
+    chosen = np.zeros(int(eval_rows.max()) + 1 if len(eval_rows) else 0, bool)
+    chosen[eval_rows] = True
+    with open(records, "rb") as src, open(train, "wb") as t, open(held, "wb") as e:
+        for i, line in enumerate(src):
+            (e if i < len(chosen) and chosen[i] else t).write(line)
+
+
+def needed_room(paths: list[Path]) -> int:
+    """Bytes the output may take at most: JSONL copies of the records (twice while the eval
+    share is split off) and the token store (two bytes a token, fewer than the text's bytes).
+    Parquet is compressed, so its records take several times the file's size as JSONL."""
+    return int(sum(p.stat().st_size * ROOM_FACTOR.get(p.suffix, 2.5) for p in paths))
+
+
+def check_room(out: Path, paths: list[Path]) -> None:
+    """Refuse, before writing anything, a disk that cannot hold the output."""
+    need = needed_room(paths)
+    folder = out.resolve().parent
+    while not folder.exists():
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise DataError(f"--out {out}: its disk has {free / 2**30:.2f} GiB free and this input needs up to "
+                        f"{need / 2**30:.2f} GiB: free some space or choose an --out on another disk")
 
 
 def hold_out(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -167,13 +269,12 @@ def check_out_dir(out: Path, source: Path, sources: Sources) -> None:
         raise ValueError(f"--out {out} would overwrite the source file {out / clash[0]}: choose another --out")
 
 
-def token_stats(tok, texts: list[str], max_len: int) -> dict:
+def length_stats(lengths: np.ndarray, max_len: int) -> dict:
     """Tokens, the longest sample, how many samples max_len cuts and how many are too short to
     train on (under 2 tokens: nothing to predict; train drops them)."""
-    lengths = [len(enc.ids) for enc in tok.encode_batch(texts)]
-    return {"samples": len(lengths), "tokens": int(sum(lengths)), "longest": int(max(lengths)),
-            "mean": float(np.mean(lengths)), "truncated": int(sum(n > max_len for n in lengths)),
-            "too_short": int(sum(n < 2 for n in lengths))}
+    return {"samples": int(len(lengths)), "tokens": int(lengths.sum()), "longest": int(lengths.max()),
+            "mean": float(lengths.mean()), "truncated": int(np.count_nonzero(lengths > max_len)),
+            "too_short": int(np.count_nonzero(lengths < 2))}
 
 
 def names(paths) -> str:
@@ -181,8 +282,9 @@ def names(paths) -> str:
 
 
 def prepare_from(source, out, seed: int = 42, vocab_size: int = 4096, eval_fraction: float = 0.05,
-                 max_len: int = 128, quiet: bool = False) -> dict:
-    """Write train.jsonl, eval.jsonl, tokenizer.json and summary.json from your own files."""
+                 max_len: int = 128, quiet: bool = False, strict: bool = False) -> dict:
+    """Write train.jsonl, eval.jsonl, tokenizer.json, the token store and summary.json from
+    your own files, streaming (the module docstring says how)."""
     start = time.perf_counter()
     if not MIN_VOCAB <= vocab_size <= MAX_VOCAB:
         raise ValueError(f"--vocab-size must be in [{MIN_VOCAB}, {MAX_VOCAB}], got {vocab_size}")
@@ -194,18 +296,35 @@ def prepare_from(source, out, seed: int = 42, vocab_size: int = 4096, eval_fract
     check_out_dir(out, source, sources)
     if any(p.suffix == ".parquet" for p in sources.train + sources.eval):
         import_parquet()  # say what to install before reading anything
+    check_room(out, sources.train + sources.eval)
+    bad = BadRecords(strict, quiet)
+    total = sum(p.stat().st_size for p in sources.train + sources.eval)
     with replacing(out, quiet=quiet) as new:  # locked from here: a second prepare into --out is refused
-        records, texts = read_records(sources.train)
-        if sources.eval:
-            (eval_records, eval_texts), how = read_records(sources.eval), f"from {names(sources.eval)}"
-        else:
-            train_idx, eval_idx = hold_out(len(records), eval_fraction, seed)
-            eval_records, eval_texts = [records[i] for i in eval_idx], [texts[i] for i in eval_idx]
-            records, texts = [records[i] for i in train_idx], [texts[i] for i in train_idx]
-            how = f"{eval_fraction:.0%} held out, seed {seed}"
-        lowercase = lowercase_loses_nothing(texts + eval_texts)  # a capital in an eval answer counts too
-        tok = train_tokenizer(texts, vocab_size, lowercase=lowercase)
-        stats = {"train": token_stats(tok, texts, max_len), "eval": token_stats(tok, eval_texts, max_len)}
+        with tqdm(total=total, unit="B", unit_scale=True, desc="reading", disable=quiet, leave=False) as bar:
+            if sources.eval:
+                copied = copy_records(sources.train, new / "train.jsonl", bad, bar)
+                moment("prepare.train_written")
+                held = copy_records(sources.eval, new / "eval.jsonl", bad, bar)
+                rows = np.arange(copied.records)
+                # a capital in an eval answer counts too: the tokenizer must write it
+                lowercase, how = copied.lowercase and held.lowercase, f"from {names(sources.eval)}"
+            else:
+                copied = copy_records(sources.train, new / ".records.jsonl", bad, bar)
+                moment("prepare.train_written")
+                rows, eval_rows = hold_out(copied.records, eval_fraction, seed)
+                split_records(new / ".records.jsonl", eval_rows, new / "train.jsonl", new / "eval.jsonl")
+                os.unlink(new / ".records.jsonl")
+                lowercase, how = copied.lowercase, f"{eval_fraction:.0%} held out, seed {seed}"
+        moment("prepare.eval_written")
+        counts = np.bincount(np.asarray(copied.categories, np.int64)[rows], minlength=len(copied.names))
+        tok = train_tokenizer(jsonl_texts(new / "train.jsonl"), vocab_size, lowercase=lowercase)
+        lengths = {}
+        for split in ("train", "eval"):
+            with tqdm(desc=f"tokenizing {split}", unit=" conversations", disable=quiet, leave=False) as bar:
+                texts = jsonl_texts(new / f"{split}.jsonl")
+                lengths[split] = write_store(new, split, tok, (bar.update(1) or text for text in texts))
+        moment("prepare.store_written")
+        stats = {split: length_stats(lengths[split], max_len) for split in ("train", "eval")}
         for split, numbers in stats.items():
             if numbers["too_short"] == numbers["samples"]:
                 raise DataError(f"{source}: no {split} sample has 2 tokens or more, so there is nothing to train "
@@ -213,12 +332,16 @@ def prepare_from(source, out, seed: int = 42, vocab_size: int = 4096, eval_fract
         summary = {"source": str(source), "train_files": [str(p) for p in sources.train],
                    "eval_files": [str(p) for p in sources.eval], "ignored_files": [str(p) for p in sources.ignored],
                    "eval_split": how, "seed": seed, "max_seq_len": max_len, **stats,
-                   "per_category": dict(sorted(Counter(str(r.get("category", "")) for r in records).items())),
+                   "per_category": dict(sorted((name, int(counts[i])) for name, i in copied.names.items()
+                                               if counts[i])),
+                   "left_out": bad.count, "left_out_shown": bad.shown,
                    "vocab_used": tok.get_vocab_size(), "vocab_size": vocab_size, "reads_lowercase": lowercase,
-                   "fill_at_max_seq_len": fill_shares(encode_texts(tok, texts, max_len).samples, max_len)}
+                   "fill_at_max_seq_len": fill_of_lengths(lengths["train"], max_len)}
         summary["train_command"] = (f"python -m guppy_jax.train --data-dir {out}"
                                     + ("" if max_len == 128 else f" --max-seq-len {max_len}"))
-        write_data(new, records, eval_records, tok, summary)
+        tok.save(str(new / "tokenizer.json"))
+        moment("prepare.tokenizer_written")
+        finish(new, summary)
     if not quiet:
         print_report(summary, out, time.perf_counter() - start)
     return summary
@@ -249,4 +372,8 @@ def print_report(summary: dict, out: Path, seconds: float) -> None:
              "keeps capitals: the answers use them")
     print(f"  tokenizer: {summary['vocab_used']} ids used (cap {summary['vocab_size']}), {reads}; written to "
           f"{out} in {seconds:.1f}s")
+    if summary["left_out"]:
+        more = summary["left_out"] - len(summary["left_out_shown"])
+        print(f"  {summary['left_out']} record{'' if summary['left_out'] == 1 else 's'} left out as unusable (each named above"
+              + (f", the first {len(summary['left_out_shown'])}" if more else "") + "; --strict stops at the first)")
     print(f"  train with: {summary['train_command']}")

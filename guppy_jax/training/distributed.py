@@ -5,8 +5,9 @@ Every process runs the same program. After `initialize`, `jax.devices()` lists t
 of all processes, the mesh spans them all, and one jitted step runs across them (on CPU the
 cross-process sums go over gloo, which the jaxlib wheel has). Who does what:
 
-    every process   reads the same global batches in the same order (same seed, same data
-                    position), copies to its own devices only the rows they hold
+    every process   lays out the same global batches in the same order (same seed, same data
+                    position, from the conversations' lengths alone), reads from the shared
+                    token store only the rows its own devices hold and copies them there
                     (`global_batch`), runs the step, evaluates, and takes part in every
                     checkpoint save and restore (orbax writes each process's share)
     process 0       prepares missing data, holds the run lock, writes config.json,

@@ -39,7 +39,7 @@ from ..data.datadir import TrainingData, ensure_prepared, fit_vocab, load_for_tr
 from .distributed import any_process, is_main, main_only, same_everywhere, to_host, together
 from ..core.faults import moment
 from ..core.memory import check_train_fits, is_out_of_memory
-from .mesh import Mesh, MeshError, check_batch, describe, make_mesh, mesh_shape, place_batch, place_state
+from .mesh import Mesh, MeshError, check_batch, describe, local_rows, make_mesh, mesh_shape, place_batch, place_state
 from ..core.model import GuppyLM, init_params
 from ..core.paths import DEFAULT_DATA, DEFAULT_RUN
 from ..core.precision import compute_dtype, needs_loss_scaling, resolve
@@ -127,12 +127,15 @@ def open_mesh(cfg: TrainConfig, mesh_spec: str | None) -> Mesh:
     return mesh
 
 
-def open_data(cfg: TrainConfig, data_dir, quiet: bool, tokenizer=None) -> TrainingData:
+def open_data(cfg: TrainConfig, data_dir, quiet: bool, tokenizer=None, mesh: Mesh | None = None) -> TrainingData:
     """The batches. With many processes, process 0 loads first (preparing missing data),
-    then the others, and all of them check that they read the same data."""
+    then the others, and all of them check that they read the same data; each reads only the
+    rows of a train batch its own devices hold."""
+    rows = local_rows(mesh, cfg.batch_size) if mesh is not None else None
+
     def load():
         try:
-            return load_for_training(cfg, data_dir, quiet, tokenizer)
+            return load_for_training(cfg, data_dir, quiet, tokenizer, rows=rows)
         except DataError as err:
             raise TrainError(str(err)) from None
     first = together("load the data", main_only(load))
@@ -180,7 +183,8 @@ def open_run(cfg: TrainConfig, options: TrainOptions, report: Reporter) -> tuple
     if init_from is not None:
         tokenizer = out / "tokenizer.json" if resume else Path(init_from) / "tokenizer.json"
     source_params = load_source(cfg, init_from) if init_from is not None and not resume else None
-    data = open_data(cfg, data_dir, report.quiet, tokenizer)
+    data = open_data(cfg, data_dir, report.quiet, tokenizer, mesh)
+    notes += list(data.notes)
     together("fit in memory", lambda: check_train_fits(cfg.model, cfg.batch_size, data.report["seq_len"],
                                                         jax.local_devices()[0]))
     if resume and init_from is None:
@@ -289,9 +293,11 @@ def run_loop(run: Run, loop: LoopState, end_step: int, stop: StopOnSignal) -> No
             break
         n = call_length(step, end_step, cfg)
         chunk = [next(run.data.train) for _ in range(n)]
-        if loop.non_pad_share is None:
-            check_first_batch(chunk[0])
-            loop.non_pad_share = non_pad_share(chunk[0])
+        if loop.non_pad_share is None:  # of the rows this process filled
+            rows = run.data.train.rows or slice(None)
+            first = {name: x[rows] for name, x in chunk[0].items()}
+            check_first_batch(first)
+            loop.non_pad_share = non_pad_share(first)
         batch = place_batch(chunk[0] if k == 1 else stack_batches(chunk), run.mesh, stacked=k > 1)
         loop.state, metrics = run.step_fn(loop.state, batch, run.dropout_rng)
         loop.call_lengths.add(n)

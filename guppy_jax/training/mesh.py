@@ -108,6 +108,19 @@ def place_state(state, mesh: Mesh):
         if isinstance(x, (jax.Array, np.ndarray)) else x, state)
 
 
+def local_rows(mesh: Mesh, batch_size: int) -> slice | None:
+    """The rows of a (batch_size, T) batch that this process's devices hold, as one slice;
+    None when they are all of them (one process) or not one run of rows."""
+    if jax.process_count() == 1:
+        return None
+    held = {(index[0].start or 0, batch_size if index[0].stop is None else index[0].stop)
+            for index in batch_sharding(mesh).addressable_devices_indices_map((batch_size, 1)).values()}
+    starts, stops = sorted(a for a, _ in held), sorted(b for _, b in held)
+    if any(stop != start for stop, start in zip(stops[:-1], starts[1:])):
+        return None
+    return slice(starts[0], stops[-1])
+
+
 def place_batch(batch: dict, mesh: Mesh, stacked: bool = False) -> dict:
     """The batch's rows split over the mesh; with many processes each copies only the rows
     its own devices hold (distributed.global_batch)."""
