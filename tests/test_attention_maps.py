@@ -55,3 +55,16 @@ def test_next_token_probabilities_sum_to_one_at_every_position(params):
 def test_prompts_the_model_cannot_take_are_refused_with_the_reason(ids, words):
     with pytest.raises(PromptError, match=words):
         check_prompt(ids, MICRO)
+
+
+def test_next_token_probabilities_are_a_float64_softmax_of_the_logits(params):
+    from guppy_jax.analysis.attention_maps import softmax_float64
+    ids = [1, 2, 3, 4]
+    maps = inspect_prompt(MICRO, params, ids, list("abcd"))
+    logits_TV, _ = jax_attention(MICRO, params, ids)
+    z_TV = logits_TV.astype(np.float64)
+    expected_TV = np.exp(z_TV) / np.exp(z_TV).sum(-1, keepdims=True)
+    assert maps.probs_TV.dtype == np.float64
+    np.testing.assert_allclose(maps.probs_TV, expected_TV, rtol=1e-12)
+    # large logits: the max is subtracted first, so nothing overflows
+    np.testing.assert_allclose(softmax_float64(np.array([[1000.0, 1000.0, -np.inf]])), [[0.5, 0.5, 0.0]])

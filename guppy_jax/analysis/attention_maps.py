@@ -31,7 +31,8 @@ class AttentionMaps:
     labels: list[str]              # each token as text, for the axes
     jax_LHTT: np.ndarray           # attention probabilities, (layers, heads, query, key)
     torch_LHTT: np.ndarray | None  # the same from the reference (None without torch)
-    probs_TV: np.ndarray           # next-token probabilities at each position (JAX)
+    probs_TV: np.ndarray           # next-token probabilities at each position: a float64 softmax
+                                   # (numpy) of the Flax model's float32 logits
 
     @property
     def max_diff(self) -> float | None:
@@ -75,12 +76,20 @@ def torch_attention(cfg: ModelConfig, params, ids: list[int]) -> np.ndarray | No
     return np.stack([found[f"blocks.{i}.attn_probs"][0].numpy() for i in range(cfg.n_layers)])
 
 
+def softmax_float64(logits_TV) -> np.ndarray:
+    """softmax over the last axis, computed in numpy float64. Not jax.nn.softmax: with JAX's
+    default (x64 off) it would compute in float32 whatever dtype it is given."""
+    z_TV = np.asarray(logits_TV, np.float64)
+    e_TV = np.exp(z_TV - z_TV.max(axis=-1, keepdims=True))
+    return e_TV / e_TV.sum(axis=-1, keepdims=True)
+
+
 def inspect_prompt(cfg: ModelConfig, params, ids: list[int], labels: list[str]) -> AttentionMaps:
     """Both frameworks' attention maps of one prompt, and the next-token probabilities."""
     check_prompt(ids, cfg)
     logits_TV, jax_LHTT = jax_attention(cfg, params, ids)
-    probs_TV = np.asarray(jax.nn.softmax(logits_TV.astype(np.float64), axis=-1))
-    return AttentionMaps(list(ids), list(labels), jax_LHTT, torch_attention(cfg, params, ids), probs_TV)
+    return AttentionMaps(list(ids), list(labels), jax_LHTT, torch_attention(cfg, params, ids),
+                         softmax_float64(logits_TV))
 
 
 def top_candidates(probs_TV: np.ndarray, k: int) -> list[list[tuple[int, float]]]:

@@ -89,12 +89,10 @@ def run_compare(preset="guppy-9m", steps=100, dropout=False, data_dir=None, seed
 
 
 def plot_compare(res: dict, png_path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
     steps = np.arange(1, res["steps"] + 1)
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), dpi=110, sharex=True,
-                                      gridspec_kw={"height_ratios": [2, 1]})
+    fig = Figure(figsize=(7, 5.5), dpi=110)
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1]})
     top.plot(steps, res["jax_losses"], color="tab:blue", label="JAX / Flax Linen")
     if "nnx_losses" in res:
         top.plot(steps, res["nnx_losses"], color="tab:green", linestyle=":", label="JAX / Flax NNX")
@@ -113,4 +111,3 @@ def plot_compare(res: dict, png_path) -> None:
     bottom.grid(alpha=0.3, which="both")
     fig.tight_layout()
     fig.savefig(png_path)
-    plt.close(fig)

@@ -1,4 +1,7 @@
-"""The loss-curve picture of a run (matplotlib, no display needed)."""
+"""The loss-curve picture of a run (matplotlib, no display needed).
+
+Each picture is a `matplotlib.figure.Figure` drawn straight to a PNG, without pyplot: no
+backend is chosen or switched, so a notebook that calls these keeps showing its own plots."""
 from __future__ import annotations
 
 import json
@@ -7,9 +10,7 @@ from pathlib import Path
 
 def plot_losses(metrics_path, png_path) -> Path | None:
     """Train loss (raw and smoothed) and eval loss against the step, from metrics.jsonl."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     train, evals = [], []
     for line in Path(metrics_path).read_text(errors="replace").splitlines():
@@ -23,7 +24,8 @@ def plot_losses(metrics_path, png_path) -> Path | None:
             evals.append((rec["step"], rec["eval_loss"]))
     if not train:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    fig = Figure(figsize=(7, 4), dpi=110)
+    ax = fig.subplots()
     steps, values = zip(*train)
     ax.plot(steps, values, color="tab:blue", alpha=0.25, linewidth=0.8, label="train (per step)")
     k = max(1, len(values) // 50)
@@ -37,21 +39,18 @@ def plot_losses(metrics_path, png_path) -> Path | None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(png_path)
-    plt.close(fig)
     return Path(png_path)
 
 
 def plot_attention(maps_LHTT, labels: list[str], png_path, title: str) -> Path:
     """Every layer's (rows) and every head's (columns) attention map, keys across and
     queries down, with the tokens as axis labels on the outer panels."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     L, H, T, _ = maps_LHTT.shape
     side = 1.2 + 0.16 * T
-    fig, axes = plt.subplots(L, H, figsize=(side * H + 1.0, side * L + 0.8), dpi=90, squeeze=False,
-                             layout="constrained")
+    fig = Figure(figsize=(side * H + 1.0, side * L + 0.8), dpi=90, layout="constrained")
+    axes = fig.subplots(L, H, squeeze=False)
     font = max(4, min(9, 160 // max(T, 1)))
     for layer in range(L):
         for head in range(H):
@@ -65,5 +64,4 @@ def plot_attention(maps_LHTT, labels: list[str], png_path, title: str) -> Path:
     fig.colorbar(image, ax=axes, shrink=0.5, label="attention probability (query row, key column)")
     fig.suptitle(title, fontsize=11)
     fig.savefig(png_path)
-    plt.close(fig)
     return Path(png_path)
