@@ -1,6 +1,6 @@
 """How prepare and train scale with the corpus: time and peak memory at several corpus sizes.
 
-    python scripts/bench_data.py                         # 8, 80 and 400 MB (about 20 minutes on 2 cores)
+    python scripts/bench_data.py                         # 8, 80 and 400 MB (about 15 minutes on 2 cores)
     python scripts/bench_data.py --sizes 8 80 --json data_scaling.json
 
 For each size it writes a corpus of Guppy conversations as JSONL (the persona generator, a new
@@ -10,7 +10,8 @@ process:
     python -m guppy_jax.prepare --from CORPUS --out DATA --quiet
     python -m guppy_jax.train --preset tiny --steps 4 --data-dir DATA --run-dir RUN --quiet
 
-and records each one's wall time and peak resident memory (the process's own, from wait4),
+and records each one's wall time and peak resident memory (the process's own, from wait4;
+train runs --repeats times, each a fresh start, and its median time and largest peak count),
 then prints a table and the ratios the token store is meant to keep: prepare's seconds per MB
 at the largest size over the smallest's (linear time: 1.0), prepare's peak memory at the
 largest size, and train's time and memory at the largest over the smallest (flat: 1.0).
@@ -22,6 +23,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -65,13 +67,21 @@ def measure(argv: list[str]) -> dict:
     return {"s": round(wall, 2), "peak_mb": round(usage.ru_maxrss / 1024, 1)}  # Linux: ru_maxrss in KiB
 
 
-def run_size(megabytes: float, work: Path) -> dict:
+def run_size(megabytes: float, work: Path, repeats: int = 3) -> dict:
+    """One corpus size: write it, prepare it once, train on it `repeats` times (the median time
+    counts: the first train anywhere may also compile the tiny model's programs into JAX's
+    persistent cache, which the later ones reuse)."""
     corpus, data, run = work / f"corpus-{megabytes:g}.jsonl", work / f"data-{megabytes:g}", work / f"run-{megabytes:g}"
     n = write_corpus(corpus, megabytes)
     py = sys.executable
     prepare = measure([py, "-m", "guppy_jax.prepare", "--from", str(corpus), "--out", str(data), "--quiet"])
-    train = measure([py, "-m", "guppy_jax.train", "--preset", "tiny", "--steps", "4", "--data-dir", str(data),
-                     "--run-dir", str(run), "--quiet"])
+    trains = []
+    for _ in range(repeats):  # each into a new run directory: a fresh start every time
+        shutil.rmtree(run, ignore_errors=True)
+        trains.append(measure([py, "-m", "guppy_jax.train", "--preset", "tiny", "--steps", "4", "--data-dir",
+                               str(data), "--run-dir", str(run), "--quiet"]))
+    train = {"s": statistics.median(t["s"] for t in trains), "peak_mb": max(t["peak_mb"] for t in trains),
+             "each_s": [t["s"] for t in trains]}
     status = json.loads((run / "summary.json").read_text())["status"]
     row = {"mb": round(corpus.stat().st_size / 1e6, 1), "conversations": n, "prepare": prepare, "train": train,
            "store_mb": round(sum(p.stat().st_size for p in data.glob("*.tokens")) / 1e6, 1), "train_status": status}
@@ -95,6 +105,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sizes", type=float, nargs="+", default=[8, 80, 400], metavar="MB",
                         help="corpus sizes in MB, smallest first (default: 8 80 400)")
     parser.add_argument("--work", default=None, help="scratch folder (default: a new temporary one, removed)")
+    parser.add_argument("--repeats", type=int, default=3, help="train starts timed per size (default: 3)")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
     import tempfile
@@ -105,7 +116,7 @@ def main(argv=None) -> int:
           f"{'train MB':>9} {'store MB':>9}")
     try:
         for megabytes in sorted(args.sizes):
-            row = run_size(megabytes, work)
+            row = run_size(megabytes, work, args.repeats)
             rows.append(row)
             print(f"{row['mb']:>6} MB {row['conversations']:>13,} {row['prepare']['s']:>10} "
                   f"{row['prepare']['peak_mb']:>11} {row['train']['s']:>8} {row['train']['peak_mb']:>9} "
