@@ -49,9 +49,11 @@ COLAB = {"jax": "0.7.2", "jaxlib": "0.7.2", "flax": "0.11.2", "optax": "0.2.8", 
 # cuda12 plugin, this one is the CPU jaxlib of the same version; and Colab has torch 2.11, whose
 # PyPI build pulls several GB of CUDA libraries, so the reference is tested at the CPU pin above.
 # The notebook, executed once with the tiny preset as the suite executes it (what it shows, and
-# that no library warning reaches the reader), then the core tests.
+# that no library warning reaches the reader), the walkthrough's cells (its notebook is the same
+# cells) and exercises, then the core tests.
 COLAB_TESTS = ["tests/test_notebooks.py::test_the_notebook_trains_chats_evaluates_and_exports_on_cpu",
                "tests/test_notebooks.py::test_the_notebook_shows_no_library_warnings",
+               "docs/walkthrough.md", "tests/test_course.py",
                *(test for test in LOWEST_TESTS if test != "tests/test_distributed.py")]
 # (Colab trains in one process: multi-process runs are tested on the newest and the lowest versions.)
 
@@ -156,7 +158,7 @@ def main(argv: list[str]) -> int:
         return 1 if python is None else run(python, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                                             *workers(rest), *LOWEST_TESTS, *rest)
     python = pinned_venv(".venv-colab", COLAB, "pytest>=8", "pytest-xdist>=3.6", "papermill>=2.6",
-                         "ipykernel>=6.29", "nbformat>=5.10")
+                         "ipykernel>=6.29", "nbformat>=5.10", "sybil>=9")
     if python is None:
         return 1
     # papermill's kernel "python3" is this environment's Python, not one a kernelspec elsewhere names

@@ -3,7 +3,7 @@ functions included): what a reader can rely on when looking for where a change b
 
     guppy_jax/*.py          the commands you run, and cli.py, what they share
     guppy_jax/core/         config, model, steps, schedule, sampler, tokenizer: imports no other layer
-    guppy_jax/data/ training/ export/ analysis/   the library: never imports a command or cli
+    guppy_jax/data/ training/ export/ analysis/ course/   the library: never imports a command or cli
     reference_torch/        the PyTorch reference: only core's config, schedule and tokenizer
 """
 import ast
@@ -14,10 +14,11 @@ import pytest
 from guppy_jax.cli import REPO
 
 PACKAGE = REPO / "guppy_jax"
-LIBRARY = ("core", "data", "training", "export", "analysis")
+LIBRARY = ("core", "data", "training", "export", "analysis", "course")
 COMMANDS = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__", "__main__"}
 REFERENCE_MAY_USE = ("guppy_jax.core.config", "guppy_jax.core.schedule", "guppy_jax.core.tokenizer")
-TOUCH_THE_REFERENCE = ("export", "analysis")  # besides the commands: conversion, parity-style comparisons
+TOUCH_THE_REFERENCE = ("export", "analysis", "course")  # besides the commands: conversion, parity-style
+# comparisons, and the exercises' checks against PyTorch
 
 
 def module_name(path: Path) -> str:
@@ -75,7 +76,7 @@ def test_no_library_module_imports_a_command_or_the_cli(path):
 
 @pytest.mark.parametrize("path", [p for folder in ("core", "data", "training") for p in modules_in(folder)],
                          ids=lambda p: str(p.relative_to(PACKAGE)))
-def test_only_commands_export_and_analysis_touch_the_reference(path):
+def test_only_commands_export_analysis_and_course_touch_the_reference(path):
     reference = {n for n in imports(path) if n.split(".")[0] == "reference_torch"}
     assert not reference, f"{path.relative_to(REPO)} imports {sorted(reference)}"
 

@@ -44,7 +44,9 @@ def test_the_colab_versions_pin_every_core_dependency_at_or_above_its_floor(scri
         assert as_numbers >= [int(part) for part in floor.split(".")], (name, floor, pins[name])
     notebook_tests = [test for test in quickstart.COLAB_TESTS if test.startswith("tests/test_notebooks.py::")]
     assert "tests/test_notebooks.py::test_the_notebook_trains_chats_evaluates_and_exports_on_cpu" in notebook_tests
-    assert quickstart.COLAB_TESTS == [*notebook_tests, *(t for t in quickstart.LOWEST_TESTS if "distributed" not in t)]
+    course = ["docs/walkthrough.md", "tests/test_course.py"]  # the walkthrough opens on Colab's versions too
+    assert quickstart.COLAB_TESTS == [*notebook_tests, *course,
+                                      *(t for t in quickstart.LOWEST_TESTS if "distributed" not in t)]
     source = (REPO / "tests" / "test_notebooks.py").read_text()
     assert all(f"def {test.split('::')[1]}(" in source for test in notebook_tests)  # still there, by that name
 
