@@ -12,6 +12,7 @@ SLOW_MODULES = {
     "tests/test_reference_chat.py", "tests/test_time_generation.py", "tests/test_train.py",
     "tests/test_trainer.py", "tests/test_web.py", "tests/test_inspect.py", "tests/test_owndata.py",
     "tests/test_weight_files.py", "tests/test_nnx_model.py", "tests/test_bench_data.py",
+    "tests/test_walkthrough_notebook.py",
 }
 
 

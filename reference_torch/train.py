@@ -117,6 +117,7 @@ def ddp_worker(rank: int, world: int, port: int, cfg, oc: OptimConfig, state_dic
             losses.append(ddp_train_step(ddp_model, opt, sched, mine, oc.grad_clip, global_mean))
         if rank == 0:
             results.put((losses, {k: v.detach().clone().numpy() for k, v in model.state_dict().items()}))
+        dist.barrier()  # no rank tears the group down while another still uses it
     finally:
         dist.destroy_process_group()
 

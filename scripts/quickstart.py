@@ -54,8 +54,7 @@ COLAB = {"jax": "0.7.2", "jaxlib": "0.7.2", "flax": "0.11.2", "optax": "0.2.8", 
 # checks, then the core tests.
 COLAB_TESTS = ["tests/test_notebooks.py::test_the_notebook_trains_chats_evaluates_and_exports_on_cpu",
                "tests/test_notebooks.py::test_the_notebook_shows_no_library_warnings",
-               "tests/test_notebooks.py::test_the_walkthrough_notebook_runs_end_to_end_and_every_exercise_reports_on_its_stub",
-               "tests/test_course.py",
+               "tests/test_walkthrough_notebook.py", "tests/test_course.py",
                *(test for test in LOWEST_TESTS if test != "tests/test_distributed.py")]
 # (Colab trains in one process: multi-process runs are tested on the newest and the lowest versions.)
 
@@ -144,22 +143,6 @@ def workers(args: list[str]) -> list[str]:
     return ["-n", str(min(2, os.cpu_count() or 1)), "--dist", "loadfile"]
 
 
-def share_cores(flags: list[str], env: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for the suite's workers: each of the N workers gets cores // N threads
-    for PyTorch (OMP_NUM_THREADS), and where that is one, XLA:CPU runs its ops on one thread
-    too. Two workers each starting as many threads as the machine has cores fight over them;
-    on CI's two cores this makes the suite about a tenth faster (BENCHMARKS.md). Settings the
-    caller already made are kept."""
-    env = dict(os.environ if env is None else env)
-    n = int(flags[1]) if flags[:1] == ["-n"] else 1
-    threads = max(1, (os.cpu_count() or 1) // n)
-    if n > 1:
-        env.setdefault("OMP_NUM_THREADS", str(threads))
-        if threads == 1 and "XLA_FLAGS" not in env:
-            env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false"
-    return env
-
-
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("train", "test", "test-lowest", "test-colab"):
         print(__doc__.strip().split("\n\n")[1])
@@ -170,17 +153,17 @@ def main(argv: list[str]) -> int:
     if command == "test":
         python = main_venv()
         browser_setup()
-        return run(python, "-m", "pytest", "-q", *workers(rest), *rest, env=share_cores(workers(rest)))
+        return run(python, "-m", "pytest", "-q", *workers(rest), *rest)
     if command == "test-lowest":
         python = pinned_venv(".venv-lowest", LOWEST, "pytest>=8", "pytest-xdist>=3.6")
         return 1 if python is None else run(python, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                                            *workers(rest), *LOWEST_TESTS, *rest, env=share_cores(workers(rest)))
+                                            *workers(rest), *LOWEST_TESTS, *rest)
     python = pinned_venv(".venv-colab", COLAB, "pytest>=8", "pytest-xdist>=3.6", "papermill>=2.6",
                          "ipykernel>=6.29", "nbformat>=5.10", "sybil>=9")
     if python is None:
         return 1
     # papermill's kernel "python3" is this environment's Python, not one a kernelspec elsewhere names
-    env = {**share_cores(workers(rest)), "JUPYTER_DATA_DIR": str(REPO / ".venv-colab" / "share" / "jupyter"),
+    env = {**os.environ, "JUPYTER_DATA_DIR": str(REPO / ".venv-colab" / "share" / "jupyter"),
            "GUPPY_WALKTHROUGH_NOTEBOOK": "1"}  # run the walkthrough's notebook, not only its Markdown
     return run(python, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *workers(rest), *COLAB_TESTS, *rest,
                env=env)

@@ -44,8 +44,8 @@ def test_the_colab_versions_pin_every_core_dependency_at_or_above_its_floor(scri
         assert as_numbers >= [int(part) for part in floor.split(".")], (name, floor, pins[name])
     notebook_tests = [test for test in quickstart.COLAB_TESTS if test.startswith("tests/test_notebooks.py::")]
     assert "tests/test_notebooks.py::test_the_notebook_trains_chats_evaluates_and_exports_on_cpu" in notebook_tests
-    assert any("walkthrough_notebook_runs_end_to_end" in test for test in notebook_tests)  # on Colab's versions too
-    assert quickstart.COLAB_TESTS == [*notebook_tests, "tests/test_course.py",
+    course = ["tests/test_walkthrough_notebook.py", "tests/test_course.py"]  # on Colab's versions too
+    assert quickstart.COLAB_TESTS == [*notebook_tests, *course,
                                       *(t for t in quickstart.LOWEST_TESTS if "distributed" not in t)]
     source = (REPO / "tests" / "test_notebooks.py").read_text()
     assert all(f"def {test.split('::')[1]}(" in source for test in notebook_tests)  # still there, by that name
@@ -61,15 +61,3 @@ def test_the_suites_run_on_two_workers_that_keep_each_file_together_unless_told_
         assert quickstart.workers(own) == [], own  # the caller's choice stands
     assert "pytest-xdist>=3.6" in (quickstart.REPO / "pyproject.toml").read_text()  # the dev extra brings it
 
-
-def test_two_workers_on_two_cores_get_one_thread_each_and_the_callers_settings_stand(script, monkeypatch):
-    quickstart = script("quickstart")
-    two = ["-n", "2", "--dist", "loadfile"]
-    monkeypatch.setattr(quickstart.os, "cpu_count", lambda: 2)
-    assert quickstart.share_cores(two, {}) == {"OMP_NUM_THREADS": "1",
-                                               "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false"}
-    mine = {"OMP_NUM_THREADS": "2", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    assert quickstart.share_cores(two, mine) == mine
-    assert quickstart.share_cores([], {}) == {}  # the caller chose its own -n: nothing is shared out
-    monkeypatch.setattr(quickstart.os, "cpu_count", lambda: 16)
-    assert quickstart.share_cores(two, {}) == {"OMP_NUM_THREADS": "8"}  # XLA keeps its threads
