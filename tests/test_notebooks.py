@@ -102,4 +102,3 @@ def test_the_walkthrough_notebooks_first_code_cell_installs_the_project_on_colab
 def test_readme_and_walkthrough_open_the_walkthrough_in_colab():
     for page in ("README.md", "docs/walkthrough.md"):
         assert COLAB_WALKTHROUGH in (REPO / page).read_text(), page
-

@@ -60,4 +60,3 @@ def test_the_suites_run_on_two_workers_that_keep_each_file_together_unless_told_
     for own in (["-n", "4"], ["-n4"], ["--numprocesses=3"], ["-p", "no:xdist"]):
         assert quickstart.workers(own) == [], own  # the caller's choice stands
     assert "pytest-xdist>=3.6" in (quickstart.REPO / "pyproject.toml").read_text()  # the dev extra brings it
-
